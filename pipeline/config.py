@@ -50,7 +50,8 @@ def _positive_float(raw: str) -> float:
 def _thumb_width(raw: str) -> int:
     value = int(raw)
     if value not in STANDARD_WIDTHS:
-        raise ValueError(f"must be one of the standard widths {', '.join(map(str, STANDARD_WIDTHS))}")
+        widths = ", ".join(map(str, STANDARD_WIDTHS))
+        raise ValueError(f"must be one of the standard widths {widths}")
     return value
 
 

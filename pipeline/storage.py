@@ -1,0 +1,156 @@
+"""PostgreSQL access: connections, numbered migrations, and the status counts.
+
+The ledger's rows are written by `pipeline.ledger`; this module owns the schema.
+Migrations are the files `sql/NNN_name.sql`, applied in order, each in its own transaction,
+under an advisory lock so that two `wikihash db init` at once cannot race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from pipeline.errors import StorageError
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_LOCK_KEY = 0x77696B68  # "wikh": the advisory lock taken while migrating
+
+Connection = psycopg2.extensions.connection
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+def migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    """The numbered migrations in `sql_dir`, in order."""
+    found = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _MIGRATION.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), path.stem, path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise StorageError(f"two migrations share a number in {sql_dir}")
+    return found
+
+
+def connect(url: str, **kwargs) -> Connection:
+    """A psycopg2 connection to `url`; a failure becomes `StorageError`."""
+    try:
+        return psycopg2.connect(url, connect_timeout=10, **kwargs)
+    except psycopg2.Error as exc:
+        raise StorageError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def connection(url: str) -> Iterator[Connection]:
+    """A connection that commits on success, rolls back on error, and closes."""
+    conn = connect(url)
+    try:
+        with conn:
+            yield conn
+    except psycopg2.Error as exc:
+        raise StorageError(_first_line(exc)) from exc
+    finally:
+        conn.close()
+
+
+def create_database(url: str) -> bool:
+    """Create the database named in `url` if it does not exist; True if it was created."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name:
+        raise StorageError("the database URL names no database")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    conn = connect(admin)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            return True
+    except psycopg2.Error as exc:
+        raise StorageError(f"cannot create database {name}: {_first_line(exc)}") from exc
+    finally:
+        conn.close()
+
+
+def database_exists(url: str) -> bool:
+    try:
+        connect(url).close()
+    except StorageError as exc:
+        if "does not exist" in str(exc):
+            return False
+        raise
+    return True
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return set()
+        cur.execute("SELECT version FROM schema_migrations")
+        return {row[0] for row in cur.fetchall()}
+
+
+def schema_version(conn: Connection) -> int:
+    """The highest migration applied, 0 for an empty database."""
+    return max(applied_versions(conn), default=0)
+
+
+def migrate(url: str, *, create: bool = True, sql_dir: Path = SQL_DIR) -> list[Migration]:
+    """Bring the database at `url` up to date; returns the migrations it applied.
+
+    Idempotent: a second run applies nothing. With `create`, a missing database is created.
+    """
+    if create and not database_exists(url):
+        create_database(url)
+    applied: list[Migration] = []
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+        for migration in migrations(sql_dir):
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                if migration.version in applied_versions(conn):
+                    continue
+                cur.execute(migration.path.read_text())
+                cur.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+                applied.append(migration)
+    except psycopg2.Error as exc:
+        hint = ""
+        if "bktree" in str(exc):
+            hint = " (is the bktree extension installed? make -C sql/bktree install)"
+        raise StorageError(f"migration failed: {_first_line(exc)}{hint}") from exc
+    finally:
+        conn.close()
+    return applied
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
