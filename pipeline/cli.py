@@ -138,3 +138,153 @@ def hash_command(files: tuple[Path, ...], as_json: bool) -> None:
 
 def main() -> None:
     cli(prog_name="wikihash")
+
+
+@cli.command()
+@database_option
+@click.option("--limit", type=click.IntRange(min=1), help="Crawl only the first N articles.")
+@click.option("--restart", is_flag=True, help="Walk again from the first article.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="After the walk, keep re-sending lost work until nothing is pending.")
+@click.option("--job-size", type=click.IntRange(1, 500), default=25, show_default=True,
+              help="Files per fetch task.")
+@click.pass_context
+def crawl(ctx: click.Context, database_url: str | None, limit: int | None, restart: bool,
+          wait: bool, job_size: int) -> None:
+    """Walk the wiki's articles into the ledger and queue their files for the workers.
+
+    Resumes from its checkpoint when stopped; a completed crawl is not walked again
+    (use --restart, or `wikihash recrawl` for changes). Workers must be running
+    (`wikihash worker`).
+
+    \b
+    Example:
+        WIKIHASH_USER_AGENT='mybot/1.0 (me@example.org)' wikihash crawl --limit 100
+    """
+    from pipeline.runtime import build_producer
+
+    settings = _settings(ctx)
+    try:
+        producer = build_producer(settings, _database_url(ctx, database_url), job_size=job_size)
+        try:
+            done = producer.walk(limit=limit, restart=restart)
+            stats = producer.stats
+            click.echo(f"walked {stats.articles} articles, {stats.new_files} new files, "
+                       f"{producer.wiki.stats.requests} API requests"
+                       + ("; the walk is complete" if done else ""))
+            if wait:
+                producer.drain(progress=lambda c: click.echo(_status_line(c), err=True))
+                click.echo("nothing pending")
+        finally:
+            producer.close()
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.option("-Q", "--queues", default="fetch,hash,write", show_default=True,
+              help="Comma-separated queues to consume.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker processes.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--pool", default="prefork", show_default=True,
+              type=click.Choice(["prefork", "solo", "threads"]))
+def worker(queues: str, concurrency: int | None, loglevel: str, pool: str) -> None:
+    """Run a Celery worker on the project's queues.
+
+    \b
+    Example:
+        wikihash worker -Q hash -c 4
+    """
+    from workers.app import QUEUES, app
+
+    unknown = set(queues.split(",")) - set(QUEUES)
+    if unknown:
+        raise click.BadParameter(f"unknown queue {', '.join(sorted(unknown))}; "
+                                 f"known: {', '.join(QUEUES)}", param_hint="--queues")
+    argv = ["worker", "-Q", queues, "--loglevel", loglevel, "--pool", pool, "-E"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    app.worker_main(argv)
+
+
+@cli.command()
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.pass_context
+def flower(ctx: click.Context, address: str, port: int) -> None:
+    """Run Flower (task throughput per queue) with basic auth from WIKIHASH_FLOWER_AUTH.
+
+    \b
+    Example:
+        WIKIHASH_FLOWER_AUTH=admin:long-secret wikihash flower --port 5555
+    """
+    auth = _settings(ctx).flower_auth
+    if ":" not in auth:
+        raise click.ClickException("set WIKIHASH_FLOWER_AUTH=user:password; "
+                                   "Flower never runs without authentication")
+    from workers.app import app
+
+    app.start(["flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"])
+
+
+def _status_line(counts: dict) -> str:
+    rate = counts["last_minute"] / 60.0
+    eta = ""
+    if counts["pending"] and rate > 0:
+        seconds = int(counts["pending"] / rate)
+        eta = f", ETA {seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+    return (f"articles {counts['articles']}  files {counts['files']}: "
+            f"hashed {counts['hashed']}, pending {counts['pending']}, "
+            f"failed {counts['failed']}, missing {counts['missing']}, "
+            f"unsupported {counts['unsupported']}  ({rate:.1f} files/s{eta})")
+
+
+@cli.command()
+@database_option
+@click.option("--watch", is_flag=True, help="Refresh every few seconds with a progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: bool) -> None:
+    """Crawl progress: articles walked, files by state, rate over the last minute, ETA.
+
+    \b
+    Example:
+        wikihash status --watch
+    """
+    import time
+
+    from pipeline import ledger, storage
+
+    url = _database_url(ctx, database_url)
+
+    def read() -> dict:
+        try:
+            with storage.connection(url) as conn:
+                counts = ledger.counts(conn)
+                counts["walk"] = ledger.get_state(conn, "walk")
+                counts["last_crawl"] = ledger.get_state(conn, "last_crawl")
+                return counts
+        except WikihashError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    if not watch:
+        counts = read()
+        if as_json:
+            click.echo(json.dumps(counts))
+        else:
+            walk = counts["walk"] or {}
+            click.echo("walk: " + ("complete" if walk.get("done") else
+                                   "in progress" if walk else "not started"))
+            click.echo(_status_line(counts))
+        return
+    previous = None
+    while True:
+        counts = read()
+        done = counts["files"] - counts["pending"]
+        total = max(1, counts["files"])
+        bar = "#" * int(40 * done / total)
+        line = f"[{bar:<40}] {100 * done / total:5.1f}%  {_status_line(counts)}"
+        if line != previous:
+            click.echo("\r" + line, nl=False)
+            previous = line
+        time.sleep(2)

@@ -89,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
             "largest file downloaded, in bytes"),
     Setting("fetch_timeout", "WIKIHASH_FETCH_TIMEOUT", _positive_float, "60",
             "seconds for one download, connection and body"),
+    Setting("requeue_after", "WIKIHASH_REQUEUE_AFTER", _positive_float, "900",
+            "seconds after which a file still pending is sent to the queue again"),
     Setting("maxlag", "WIKIHASH_MAXLAG", _positive_int, "5", "maxlag sent with every API call"),
     Setting("bot_user", "WIKIHASH_BOT_USER", _text, "", "bot-password user name (optional)"),
     Setting("bot_password", "WIKIHASH_BOT_PASSWORD", _text, "", "bot password (optional)",

@@ -1,0 +1,239 @@
+"""The ledger's writes and reads: pages, usages, files, crawl state, hash results.
+
+Every write is idempotent and keyed by natural keys (page id, file title, SHA-1), so a batch
+applied twice changes nothing the second time. Hash results are written with one COPY per
+batch into a temporary table, then one UPDATE keyed by SHA-1: every file with that content gets
+the hash, and a file already hashed is not touched again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from psycopg2.extras import execute_values
+
+from pipeline.storage import Connection
+from pipeline.wiki import Article, FileInfo
+
+
+@dataclass(frozen=True)
+class Job:
+    """One distinct file content to download and hash."""
+
+    file_id: int
+    sha1: str
+    title: str
+    url: str
+    thumb_url: str | None
+
+    def to_message(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one job, as the writer stores it."""
+
+    sha1: str
+    state: str  # 'hashed', 'failed' or 'unsupported'
+    dhash: int | None = None
+    low_information: bool | None = None
+    reason: str | None = None
+    hashed_from: str | None = None  # 'thumb' or 'original'
+
+    def to_message(self) -> dict:
+        return asdict(self)
+
+
+# -- the walk -------------------------------------------------------------------------------
+
+def upsert_pages(conn: Connection, articles: Sequence[Article]) -> None:
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            "INSERT INTO pages (page_id, title, rev_id) VALUES %s"
+            " ON CONFLICT (page_id) DO UPDATE"
+            " SET title = EXCLUDED.title, rev_id = EXCLUDED.rev_id, seen_at = now()",
+            [(a.page_id, a.title, a.rev_id) for a in articles],
+            page_size=1000,
+        )
+
+
+def unknown_files(conn: Connection, titles: Iterable[str]) -> list[str]:
+    """The titles that have no row in `files` yet, in the order given."""
+    titles = list(dict.fromkeys(titles))
+    if not titles:
+        return []
+    with conn.cursor() as cur:
+        cur.execute("SELECT title FROM files WHERE title = ANY(%s)", (titles,))
+        known = {row[0] for row in cur.fetchall()}
+    return [t for t in titles if t not in known]
+
+
+def insert_files(conn: Connection, infos: Sequence[FileInfo]) -> None:
+    """New files; a pending file whose content is already hashed takes that hash at once."""
+    if not infos:
+        return
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            "INSERT INTO files (title, state, reason, sha1, mime, media_type, size, width, height,"
+            " repo, url, thumb_url) VALUES %s ON CONFLICT (title) DO NOTHING",
+            [(i.title, i.state, i.reason, i.sha1, i.mime, i.media_type, i.size, i.width,
+              i.height, i.repo, i.url, i.thumb_url) for i in infos],
+            page_size=1000,
+        )
+        cur.execute(
+            "UPDATE files f SET state = h.state, dhash = h.dhash,"
+            " low_information = h.low_information, reason = h.reason,"
+            " hashed_from = h.hashed_from, updated_at = now()"
+            " FROM (SELECT DISTINCT ON (sha1) sha1, state, dhash, low_information, reason,"
+            "       hashed_from FROM files WHERE state IN ('hashed', 'failed', 'unsupported')"
+            "       AND sha1 = ANY(%s) ORDER BY sha1, state = 'hashed' DESC) h"
+            " WHERE f.sha1 = h.sha1 AND f.state = 'pending' AND f.title = ANY(%s)",
+            ([i.sha1 for i in infos if i.sha1], [i.title for i in infos]),
+        )
+
+
+def set_usages(conn: Connection, articles: Sequence[Article]) -> None:
+    """Make each article's usages exactly its current images (adds and removes)."""
+    pairs = [(a.page_id, title) for a in articles for title in a.images]
+    page_ids = [a.page_id for a in articles]
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS current_usages"
+                    " (page_id bigint, title text) ON COMMIT DELETE ROWS")
+        cur.execute("TRUNCATE current_usages")
+        if pairs:
+            execute_values(cur, "INSERT INTO current_usages VALUES %s", pairs, page_size=2000)
+        cur.execute(
+            "DELETE FROM usages u WHERE u.page_id = ANY(%s) AND NOT EXISTS ("
+            " SELECT 1 FROM current_usages c JOIN files f ON f.title = c.title"
+            " WHERE c.page_id = u.page_id AND f.file_id = u.file_id)",
+            (page_ids,),
+        )
+        cur.execute(
+            "INSERT INTO usages (page_id, file_id)"
+            " SELECT DISTINCT c.page_id, f.file_id FROM current_usages c"
+            " JOIN files f ON f.title = c.title ON CONFLICT DO NOTHING"
+        )
+
+
+# -- crawl state ----------------------------------------------------------------------------
+
+def get_state(conn: Connection, key: str) -> object | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT value FROM crawl_state WHERE key = %s", (key,))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def set_state(conn: Connection, key: str, value: object) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO crawl_state (key, value) VALUES (%s, %s) ON CONFLICT (key)"
+            " DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            (key, json.dumps(value)),
+        )
+
+
+def set_wiki_info(conn: Connection, facts: dict[str, str]) -> None:
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            "INSERT INTO wiki_info (key, value) VALUES %s"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            list(facts.items()),
+        )
+
+
+# -- the queue, rebuilt from the ledger -----------------------------------------------------
+
+def claim_jobs(conn: Connection, *, limit: int, stale_after: float) -> list[Job]:
+    """Pending contents never sent, or sent over `stale_after` seconds ago and still pending.
+
+    One job per SHA-1; every pending file with that SHA-1 is marked as sent with it.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "WITH picked AS ("
+            "  SELECT DISTINCT ON (sha1) file_id, sha1, title, url, thumb_url FROM files f"
+            "  WHERE state = 'pending'"
+            "    AND (enqueued_at IS NULL OR enqueued_at < now() - %(stale)s * interval '1 s')"
+            "    AND NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = f.sha1"
+            "      AND g.state = 'pending' AND g.enqueued_at >= now() - %(stale)s * interval '1 s')"
+            "  ORDER BY sha1, file_id LIMIT %(limit)s),"
+            " marked AS (UPDATE files f SET enqueued_at = now() FROM picked p"
+            "  WHERE f.sha1 = p.sha1 AND f.state = 'pending')"
+            " SELECT file_id, sha1, title, url, thumb_url FROM picked ORDER BY file_id",
+            {"stale": stale_after, "limit": limit},
+        )
+        return [Job(*row) for row in cur.fetchall()]
+
+
+def unsend(conn: Connection, sha1s: Sequence[str]) -> None:
+    """Forget that these jobs were sent (the broker refused them), so they go again at once."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE files SET enqueued_at = NULL WHERE sha1 = ANY(%s)"
+                    " AND state = 'pending'", (list(sha1s),))
+
+
+# -- results --------------------------------------------------------------------------------
+
+_COLUMNS = ("sha1", "state", "dhash", "low_information", "reason", "hashed_from")
+
+
+def write_results(conn: Connection, results: Sequence[Result]) -> int:
+    """One COPY of `results` into a staging table, then one UPDATE; returns files updated."""
+    if not results:
+        return 0
+    buffer = io.StringIO()
+    for r in results:
+        buffer.write("\t".join(_copy_field(getattr(r, c)) for c in _COLUMNS) + "\n")
+    buffer.seek(0)
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS staged_results (sha1 text, state text, dhash bigint,"
+            " low_information boolean, reason text, hashed_from text) ON COMMIT DELETE ROWS"
+        )
+        cur.execute("TRUNCATE staged_results")
+        cur.copy_from(buffer, "staged_results", columns=_COLUMNS)
+        cur.execute(
+            "UPDATE files f SET state = s.state, dhash = s.dhash,"
+            " low_information = s.low_information, reason = s.reason,"
+            " hashed_from = s.hashed_from, attempts = f.attempts + 1, updated_at = now()"
+            " FROM (SELECT DISTINCT ON (sha1) * FROM staged_results"
+            "       ORDER BY sha1, state = 'hashed' DESC) s"
+            " WHERE f.sha1 = s.sha1 AND f.state = 'pending'"
+        )
+        return cur.rowcount
+
+
+def _copy_field(value: object) -> str:
+    if value is None:
+        return r"\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    text = str(value)
+    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r"))
+
+
+# -- progress -------------------------------------------------------------------------------
+
+def counts(conn: Connection) -> dict[str, int]:
+    """Articles and files by state, plus files settled in the last minute."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pages")
+        found = {"articles": cur.fetchone()[0]}
+        cur.execute("SELECT state, count(*) FROM files GROUP BY state")
+        states = dict(cur.fetchall())
+        cur.execute("SELECT count(*) FROM files WHERE state <> 'pending'"
+                    " AND updated_at > now() - interval '1 minute'")
+        found["last_minute"] = cur.fetchone()[0]
+    for state in ("pending", "hashed", "failed", "missing", "unsupported"):
+        found[state] = states.get(state, 0)
+    found["files"] = sum(states.values())
+    return found

@@ -1,0 +1,155 @@
+"""The producer: walks the wiki's articles, writes the ledger, then sends work to the queue.
+
+For each generator batch of the walk (up to 500 articles):
+  1. upsert the pages, resolve the file titles not seen before (imageinfo, 50 a request),
+     insert those files (pending, missing or unsupported), make the usages exactly the
+     article's images, and checkpoint the walk's continuation, all in one transaction;
+  2. after that commits, claim pending contents (one per SHA-1) and send them to the `fetch`
+     queue in jobs of `job_size` files, no more than the queue has room for.
+Once the walk is done it keeps reconciling: contents still pending `stale_after` seconds after
+they were sent (their message was lost with Redis, or a worker died) are sent again, until
+nothing is pending. PostgreSQL is the ledger; the queue can always be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pipeline import ledger
+from pipeline.ledger import Job
+from pipeline.storage import Connection
+from pipeline.wiki import Article, Wiki
+
+log = logging.getLogger(__name__)
+
+WALK = "walk"  # crawl_state key: the walk in progress
+LAST_CRAWL = "last_crawl"  # crawl_state key: when the last complete walk started
+
+
+@dataclass
+class ProducerStats:
+    articles: int = 0
+    new_files: int = 0
+    jobs_sent: int = 0
+    batches: int = 0
+
+
+class Producer:
+    """Walks `wiki` into the ledger at `connect()` and hands jobs to `send`."""
+
+    def __init__(
+        self,
+        wiki: Wiki,
+        connect: Callable[[], Connection],
+        send: Callable[[Sequence[Job]], None],
+        *,
+        thumb_width: int,
+        job_size: int = 25,
+        queue_room: Callable[[], int] = lambda: 10_000,
+        stale_after: float = 900.0,
+    ) -> None:
+        self.wiki = wiki
+        self._connect = connect
+        self._send = send
+        self.thumb_width = thumb_width
+        self.job_size = job_size  # files per fetch task
+        self._queue_room = queue_room  # how many more jobs the queue should take now
+        self.stale_after = stale_after  # seconds before a sent job is sent again
+        self.stats = ProducerStats()
+        self.conn = connect()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- the walk ----------------------------------------------------------------------------
+
+    def walk(self, *, limit: int | None = None, restart: bool = False) -> bool:
+        """Walk the articles from the checkpoint; True when the whole wiki has been walked."""
+        with self.conn:
+            state = ledger.get_state(self.conn, WALK)
+            if restart or not isinstance(state, dict):
+                state = {"continue": None, "started": _now(), "done": False}
+            if state.get("done"):
+                log.info("the walk started %s is complete", state["started"])
+                return True
+            self._record_site()
+        for articles, cont in self.wiki.walk_articles(state["continue"]):
+            if limit is not None:
+                room = limit - self.stats.articles
+                if len(articles) > room:
+                    # A trial: take part of the batch, and do not checkpoint past it.
+                    self._record(articles[:room], state)
+                    return False
+            state = {**state, "continue": cont, "done": cont is None}
+            self._record(articles, state)
+            if limit is not None and self.stats.articles >= limit:
+                return state["done"]
+        with self.conn:
+            ledger.set_state(self.conn, LAST_CRAWL, state["started"])
+        return True
+
+    def _record_site(self) -> None:
+        info = self.wiki.siteinfo()
+        facts = {k: str(info[k]) for k in ("sitename", "server", "articlepath", "generator")
+                 if k in info}
+        facts["api_url"] = self.wiki.api_url
+        ledger.set_wiki_info(self.conn, facts)
+
+    def _record(self, articles: list[Article], state: dict) -> None:
+        """One batch into the ledger in one transaction, then jobs to the queue."""
+        with self.conn:
+            titles = [t for a in articles for t in a.images]
+            new = ledger.unknown_files(self.conn, titles)
+            infos = self.wiki.file_info(new, self.thumb_width) if new else []
+            ledger.upsert_pages(self.conn, articles)
+            ledger.insert_files(self.conn, infos)
+            ledger.set_usages(self.conn, articles)
+            ledger.set_state(self.conn, WALK, state)
+        self.stats.articles += len(articles)
+        self.stats.new_files += len(infos)
+        self.stats.batches += 1
+        self.dispatch()
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def dispatch(self) -> int:
+        """Send pending contents not yet sent (or sent too long ago); returns jobs sent."""
+        room = self._queue_room()
+        if room <= 0:
+            return 0
+        with self.conn:
+            jobs = ledger.claim_jobs(self.conn, limit=room * self.job_size,
+                                     stale_after=self.stale_after)
+            for i in range(0, len(jobs), self.job_size):
+                self._send(jobs[i:i + self.job_size])
+        sent = -(-len(jobs) // self.job_size)
+        self.stats.jobs_sent += sent
+        return sent
+
+    def pending(self) -> int:
+        with self.conn:
+            return ledger.counts(self.conn)["pending"]
+
+    def drain(self, *, poll: float = 2.0, timeout: float | None = None,
+              progress: Callable[[dict], None] | None = None) -> bool:
+        """Reconcile until nothing is pending; False if `timeout` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.conn:
+                counts = ledger.counts(self.conn)
+            if progress:
+                progress(counts)
+            if counts["pending"] == 0:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            self.dispatch()
+            time.sleep(poll)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,43 @@
+"""Wiring: builds the producer from settings, with the Celery queue as its sink.
+
+Kept apart from `pipeline.producer` so that the producer stays free of Celery and Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from pipeline import config, storage
+from pipeline.ledger import Job
+from pipeline.producer import Producer
+from pipeline.wiki import Wiki
+
+MAX_QUEUED_JOBS = 200  # fetch tasks waiting in Redis before the producer holds back
+
+
+def build_wiki(settings: config.Settings) -> Wiki:
+    wiki = Wiki(settings.api_url, settings.user_agent, maxlag=settings.maxlag)
+    if settings.bot_user:
+        wiki.login(settings.bot_user, settings.bot_password)
+    return wiki
+
+
+def build_producer(settings: config.Settings, database_url: str, *,
+                   job_size: int = 25) -> Producer:
+    from workers.tasks import fetch_batch
+
+    broker = redis.Redis.from_url(settings.broker_url)
+
+    def send(jobs: Sequence[Job]) -> None:
+        fetch_batch.apply_async(args=[[job.to_message() for job in jobs]])
+
+    def queue_room() -> int:
+        return MAX_QUEUED_JOBS - int(broker.llen("fetch"))
+
+    return Producer(
+        build_wiki(settings), lambda: storage.connect(database_url), send,
+        thumb_width=settings.thumb_width, job_size=job_size, queue_room=queue_room,
+        stale_after=settings.requeue_after,
+    )
