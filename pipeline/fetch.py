@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from urllib3.exceptions import ReadTimeoutError
 
 from pipeline.errors import FetchError, FetchTimeout, ForbiddenURL, HTTPStatusError, TooLarge
 from pipeline.politeness import Bandwidth, DownloadSlots
@@ -108,8 +109,10 @@ def _read(response: requests.Response, url: str, deadline: float, max_bytes: int
             chunks.append(chunk)
             if bandwidth is not None:
                 bandwidth.throttle(len(chunk))
-    except requests.Timeout as exc:
-        raise FetchTimeout(f"body stalled: {url}") from exc
     except requests.RequestException as exc:
+        # requests reports a read timeout inside the body as a ConnectionError.
+        cause = exc.args[0] if exc.args else None
+        if isinstance(exc, requests.Timeout) or isinstance(cause, ReadTimeoutError):
+            raise FetchTimeout(f"body stalled: {url}") from exc
         raise FetchError(f"body broken off: {type(exc).__name__}") from exc
     return b"".join(chunks)
