@@ -188,7 +188,9 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--pool", default="prefork", show_default=True,
               type=click.Choice(["prefork", "solo", "threads"]))
-def worker(queues: str, concurrency: int | None, loglevel: str, pool: str) -> None:
+@click.option("-n", "--hostname", help="Node name, e.g. worker1@%h.")
+def worker(queues: str, concurrency: int | None, loglevel: str, pool: str,
+           hostname: str | None) -> None:
     """Run a Celery worker on the project's queues.
 
     \b
@@ -204,6 +206,8 @@ def worker(queues: str, concurrency: int | None, loglevel: str, pool: str) -> No
     argv = ["worker", "-Q", queues, "--loglevel", loglevel, "--pool", pool, "-E"]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
+    if hostname:
+        argv += ["--hostname", hostname]
     app.worker_main(argv)
 
 

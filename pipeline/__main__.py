@@ -1,0 +1,5 @@
+"""`python -m pipeline` is `wikihash`."""
+
+from pipeline.cli import main
+
+main()
