@@ -141,8 +141,7 @@ def check_ranges(cur, table: Table, index: str, points: list[int], radii: list[i
                     assert got == sorted(expected.tolist()), (index, seqscan, q, r)
                 else:  # large answers: compare count and id sum, cheaper to move
                     cur.execute(
-                        "SELECT count(*), coalesce(sum(id), 0) FROM hashes"
-                        " WHERE hash <@ (%s, %s)",
+                        "SELECT count(*), coalesce(sum(id), 0) FROM hashes WHERE hash <@ (%s, %s)",
                         (q, r),
                     )
                     assert cur.fetchone() == (len(expected), int(expected.sum())), (
@@ -184,8 +183,10 @@ def mutate(rng: random.Random, table: Table) -> None:
     ids = list(table.rows)
     changed = rng.sample(ids, 2000)
     table.update(
-        {i: (None if j % 97 == 0 else flip(rng.choice(present), 2, rng)) for j, i in
-         enumerate(changed)}
+        {
+            i: (None if j % 97 == 0 else flip(rng.choice(present), 2, rng))
+            for j, i in enumerate(changed)
+        }
     )
     table.delete(rng.sample(list(table.rows), 3000))
 
