@@ -77,8 +77,8 @@ class FakeWikiServer:
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self.wiki.base_url = self.base_url
-        self._thread = threading.Thread(target=httpd.serve_forever, name=f"fakewiki-{self.port}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,),
+                                        name=f"fakewiki-{self.port}", daemon=True)
         self._thread.start()
         return self
 
