@@ -71,6 +71,8 @@ FOR TYPE int8 USING spgist AS
 	OPERATOR	1	<@ (int8, bktree_area),
 	OPERATOR	2	<-> (int8, int8) FOR ORDER BY pg_catalog.integer_ops,
 	OPERATOR	3	= (int8, int8),
+	OPERATOR	3	= (int8, int4),
+	OPERATOR	3	= (int8, int2),
 	FUNCTION	1	bktree_spg_config(internal, internal),
 	FUNCTION	2	bktree_spg_choose(internal, internal),
 	FUNCTION	3	bktree_spg_picksplit(internal, internal),

@@ -27,7 +27,7 @@
 /* Strategy numbers shared by bktree_ops (SP-GiST) and bktree_mih_ops (GIN) */
 #define BKTREE_CONTAINED_STRATEGY	1	/* int8 <@ bktree_area */
 #define BKTREE_DISTANCE_STRATEGY	2	/* int8 <-> int8, ORDER BY only */
-#define BKTREE_EQUAL_STRATEGY		3	/* int8 = int8 */
+#define BKTREE_EQUAL_STRATEGY		3	/* int8 = int8, int4 or int2 */
 
 /* Hashes are 64 bits, so every distance lies in 0..BKTREE_MAX_DISTANCE */
 #define BKTREE_MAX_DISTANCE			64

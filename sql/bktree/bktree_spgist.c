@@ -60,7 +60,13 @@ decodeScanKeys(FmgrInfo *flinfo, ScanKey keys, int nkeys, BkQuery *queries)
 				bktreeDecodeAreaCached(flinfo, keys[i].sk_argument, &queries[i]);
 				break;
 			case BKTREE_EQUAL_STRATEGY:
-				queries[i].center = DatumGetInt64(keys[i].sk_argument);
+				/* "hash = 0" compares int8 with int4: widen the constant */
+				if (keys[i].sk_subtype == INT4OID)
+					queries[i].center = DatumGetInt32(keys[i].sk_argument);
+				else if (keys[i].sk_subtype == INT2OID)
+					queries[i].center = DatumGetInt16(keys[i].sk_argument);
+				else
+					queries[i].center = DatumGetInt64(keys[i].sk_argument);
 				queries[i].radius = 0;
 				break;
 			default:
