@@ -240,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         cur.execute(f'CREATE DATABASE "{name}"')
         cur.execute("SELECT version()")
         server = cur.fetchone()[0]
-    results = []
+    results: list[dict] = []
+    machine = machine_info()
+    command = "python ops/bench/index.py " + " ".join(
+        subprocess.list2cmdline([a]) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    command = command.strip()
     try:
         conn = psycopg2.connect(with_database(args.dsn, name))
         conn.autocommit = True
@@ -249,19 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         for rows in (int(r) for r in args.rows.split(",")):
             for shape in args.shapes.split(","):
                 results.append(run_case(conn, rows, shape, args.queries, args.seq_queries))
+                if args.out:  # keep what is done so far if a long run is cut short
+                    Path(args.out).write_text(markdown(results, command, machine, server))
         conn.close()
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
-    command = "python ops/bench/index.py " + " ".join(
-        subprocess.list2cmdline([a]) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    report = markdown(results, command.strip(), machine_info(), server)
-    sys.stdout.write(report)
-    if args.out:
-        Path(args.out).write_text(report)
+    sys.stdout.write(markdown(results, command, machine, server))
     return 0
 
 
