@@ -1,0 +1,88 @@
+"""Fixtures for end-to-end runs: the project's commands as real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from pipeline import storage
+from tests.conftest import REDIS_URL
+
+E2E_REDIS_DB = 13  # flushed by these tests; nothing else may live there
+
+
+@dataclass
+class CrawlEnv:
+    env: dict[str, str]
+    procs: list[subprocess.Popen]
+
+    def wikihash(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipeline", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True, text=True)
+        self.procs.append(proc)
+        return proc
+
+    @contextlib.contextmanager
+    def workers(self, concurrency: int = 2, queues: str = "fetch,hash,write") -> Iterator[
+            subprocess.Popen]:
+        proc = self.start("worker", "-c", str(concurrency), "-Q", queues,
+                          "--loglevel", "WARNING")
+        try:
+            yield proc
+        finally:
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def crawl_env(db_url):
+    storage.migrate(db_url)
+    broker = f"{REDIS_URL}/{E2E_REDIS_DB}"
+    redis.Redis.from_url(broker).flushdb()
+    made: list[CrawlEnv] = []
+
+    def make(api_url: str, **extra: str) -> CrawlEnv:
+        env = dict(os.environ)
+        env.update({
+            "WIKIHASH_DATABASE_URL": db_url,
+            "WIKIHASH_BROKER_URL": broker,
+            "WIKIHASH_API_URL": api_url,
+            "WIKIHASH_USER_AGENT": "wikihash-test/0.1 (test@example.org)",
+            "WIKIHASH_MAX_DOWNLOADS": "4",
+            "WIKIHASH_MAX_MBITS": "1000",
+            "WIKIHASH_FETCH_TIMEOUT": "10",
+            "WIKIHASH_REQUEUE_AFTER": "20",
+        })
+        env.update(extra)
+        crawl = CrawlEnv(env, [])
+        made.append(crawl)
+        return crawl
+
+    yield make
+    for crawl in made:
+        for proc in crawl.procs:
+            stop(proc, signal.SIGKILL)
+    redis.Redis.from_url(broker).flushdb()

@@ -1,0 +1,98 @@
+"""Fake wikis for crawl tests: articles and files drawn from the shared corpus and generated.
+
+`build_wiki()` returns a wiki (with a shared repository) and the truth the crawl must reach.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakewiki import FakeWiki
+from fakewiki.model import file_name
+from PIL import Image, ImageDraw
+
+HERE = Path(__file__).resolve().parent
+CORPUS_IMAGES = HERE.parent.parent / "shared" / "corpus" / "images"
+SMALL_IMAGES = HERE / "data"
+
+
+@dataclass
+class Truth:
+    articles: dict[str, set[str]] = field(default_factory=dict)  # title -> file names used
+    missing: set[str] = field(default_factory=set)
+    unsupported: set[str] = field(default_factory=set)
+    corrupt: set[str] = field(default_factory=set)
+
+
+def generated_image(seed: int, fmt: str = "PNG") -> bytes:
+    """A picture with structure (shapes on a gradient), different for every seed."""
+    rnd = random.Random(seed)
+    img = Image.new("RGB", (rnd.randint(200, 700), rnd.randint(150, 600)))
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for y in range(0, h, 4):
+        shade = int(255 * y / h)
+        draw.rectangle([0, y, w, y + 4], fill=(shade, rnd.randint(0, 255), 255 - shade))
+    for _ in range(rnd.randint(3, 12)):
+        x0, y0 = rnd.randint(0, w - 20), rnd.randint(0, h - 20)
+        draw.ellipse([x0, y0, x0 + rnd.randint(10, w // 2), y0 + rnd.randint(10, h // 2)],
+                     fill=tuple(rnd.randint(0, 255) for _ in range(3)))
+    out = io.BytesIO()
+    img.save(out, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def corpus_files() -> list[tuple[str, bytes]]:
+    folder = CORPUS_IMAGES if CORPUS_IMAGES.is_dir() else SMALL_IMAGES
+    return [(p.name.replace("_", " "), p.read_bytes()) for p in sorted(folder.iterdir())
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")]
+
+
+def build_wiki(*, articles: int = 300, generated: int = 60, seed: int = 7,
+               big_article_images: int = 620) -> tuple[FakeWiki, FakeWiki, Truth]:
+    rnd = random.Random(seed)
+    commons = FakeWiki(name="shared", sitename="Fake Commons")
+    wiki = FakeWiki(shared=commons)
+    truth = Truth()
+    names: list[str] = []
+    for i, (name, data) in enumerate(corpus_files()):
+        wiki.add_file(name, data, repo="shared" if i % 2 else "local")
+        names.append(file_name(name))
+    for i in range(generated):
+        fmt = "JPEG" if i % 3 else "PNG"
+        name = f"Generated {i:03d}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        wiki.add_file(name, generated_image(seed * 1000 + i, fmt), repo="shared" if i % 4 else
+                      "local")
+        names.append(name)
+    # The same bytes under a second name: downloaded and hashed once (invariant 3).
+    first_local = next(n for n in names if n in wiki.files)
+    wiki.add_file("Copy of " + first_local, wiki.files[first_local].current.data)
+    names.append("Copy of " + first_local)
+    wiki.add_file("Anthem.ogg", b"OggS" + bytes(2000), mime="audio/ogg", duration=12.0)
+    truth.unsupported.add("Anthem.ogg")
+    wiki.add_file("Broken.jpg", b"\xff\xd8\xff\xe0" + bytes(rnd.randrange(256) for _ in range(900)),
+                  mime="image/jpeg", width=640, height=480)
+    truth.corrupt.add("Broken.jpg")
+    truth.missing = {f"Red link {i}.jpg" for i in range(5)}
+
+    pool = names + sorted(truth.unsupported) + sorted(truth.corrupt)
+    for i in range(articles):
+        used = set(rnd.sample(pool, rnd.randint(0, 6)))
+        if i % 50 == 0:
+            used.add(f"Red link {i // 50 % 5}.jpg")
+        title = f"Article {i:04d}" + (" (band)" if i % 7 == 0 else "")
+        wiki.add_page(title, images=sorted(used))
+        truth.articles[title] = used
+    # One article using more images than one API response carries (imlimit 500).
+    big = {rnd.choice(names) for _ in range(big_article_images)}
+    big |= {f"Gallery filler {i:04d}.png" for i in range(big_article_images - len(big))}
+    wiki.add_page("List of everything", images=sorted(big))
+    truth.articles["List of everything"] = big
+    truth.missing |= {n for n in big if n.startswith("Gallery filler")}
+    # Not articles: redirects and other namespaces.
+    wiki.add_page("Redirect to article", redirect="Article 0001")
+    wiki.add_page("Talk:Article 0001", images=[names[0]])
+    return wiki, commons, truth
