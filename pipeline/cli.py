@@ -169,8 +169,9 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
         try:
             done = producer.walk(limit=limit, restart=restart)
             stats = producer.stats
+            api = producer.wiki.stats
             click.echo(f"walked {stats.articles} articles, {stats.new_files} new files, "
-                       f"{producer.wiki.stats.requests} API requests"
+                       f"{api.requests} API requests, waited {api.waited:.1f} s for the API"
                        + ("; the walk is complete" if done else ""))
             if wait:
                 producer.drain(progress=lambda c: click.echo(_status_line(c), err=True))

@@ -159,8 +159,9 @@ class Wiki:
                 raise RateLimited(f"maxlag: {error.get('info', '')}", wait)
             if code in ("ratelimited", "readonly") or code.startswith("internal_api_error_DB"):
                 raise RateLimited(code, self._retry_after(5.0))
+            # Not retried here: an error caused by one title is isolated by the caller.
             api_error = ApiError(code, error.get("info", ""))
-            api_error.retryable = code.startswith("internal_api_error")
+            api_error.retryable = False
             raise api_error
         return answer
 

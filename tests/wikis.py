@@ -76,7 +76,6 @@ def build_wiki(*, articles: int = 300, generated: int = 60, seed: int = 7,
     wiki.add_file("Broken.jpg", b"\xff\xd8\xff\xe0" + bytes(rnd.randrange(256) for _ in range(900)),
                   mime="image/jpeg", width=640, height=480)
     truth.corrupt.add("Broken.jpg")
-    truth.missing = {f"Red link {i}.jpg" for i in range(5)}
 
     pool = names + sorted(truth.unsupported) + sorted(truth.corrupt)
     for i in range(articles):
@@ -86,6 +85,7 @@ def build_wiki(*, articles: int = 300, generated: int = 60, seed: int = 7,
         title = f"Article {i:04d}" + (" (band)" if i % 7 == 0 else "")
         wiki.add_page(title, images=sorted(used))
         truth.articles[title] = used
+        truth.missing |= {n for n in used if n.startswith("Red link")}
     # One article using more images than one API response carries (imlimit 500).
     big = {rnd.choice(names) for _ in range(big_article_images)}
     big |= {f"Gallery filler {i:04d}.png" for i in range(big_article_images - len(big))}
