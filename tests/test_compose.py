@@ -27,6 +27,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 jsonschema = pytest.importorskip("jsonschema")
+pytest.importorskip("check_jsonschema")  # ships the Compose specification's schema
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = ("compose.yaml", "compose.worker.yaml")
