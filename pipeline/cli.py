@@ -293,3 +293,136 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
             click.echo("\r" + line, nl=False)
             previous = line
         time.sleep(2)
+
+
+# -- search, serve, export (issue 7) ------------------------------------------------------------
+
+
+def _query_bytes(settings: config.Settings, image: str, allow_hosts: tuple[str, ...]) -> bytes:
+    """The bytes of IMAGE: a local file, or an http(s) URL fetched within the crawl's limits."""
+    if image.startswith(("http://", "https://")):
+        from pipeline import safeurl
+
+        fetched = safeurl.fetch(image, max_bytes=settings.max_bytes,
+                                timeout=settings.fetch_timeout,
+                                allow_hosts=safeurl.normalise_allow(allow_hosts))
+        return fetched.data
+    try:
+        path = Path(image)
+        if path.stat().st_size > settings.max_bytes:
+            raise click.ClickException(f"{image}: over WIKIHASH_MAX_BYTES ({settings.max_bytes})")
+        return path.read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {image}: {exc.strerror or exc}") from None
+
+
+allow_host_option = click.option(
+    "--allow-host", "allow_hosts", multiple=True, metavar="HOST:PORT",
+    help="Let URLs reach this host:port even if it is a private or loopback address (repeatable).")
+
+
+@cli.command()
+@click.argument("image")
+@database_option
+@click.option("--max-distance", type=click.IntRange(0, 32), default=None,
+              help="Largest Hamming distance in bits [default: 8, measured in docs/search.md].")
+@click.option("--nearest", type=click.IntRange(1, 1000), metavar="K",
+              help="List the K nearest files instead of those within --max-distance.")
+@click.option("--plain", is_flag=True, help="Probe the canonical hash only (no query variants).")
+@allow_host_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_context
+def search(ctx: click.Context, image: str, database_url: str | None, max_distance: int | None,
+           nearest: int | None, plain: bool, allow_hosts: tuple[str, ...],
+           as_json: bool) -> None:
+    """Find the files near IMAGE (a file or an http(s) URL) and the articles that use them.
+
+    The query is hashed as the crawl hashes files, plus variants (mirrored, border trimmed,
+    slightly uncropped); matches are sorted by distance in bits.
+
+    \b
+    Example:
+        wikihash search photo.jpg
+        wikihash search https://example.org/picture.png --nearest 5 --json
+    """
+    from pipeline import search as searching
+    from pipeline import storage
+
+    settings = _settings(ctx)
+    distance = searching.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+    try:
+        data = _query_bytes(settings, image, allow_hosts)
+        with storage.connection(_database_url(ctx, database_url)) as conn:
+            result = searching.search_bytes(conn, data, max_distance=distance, nearest=nearest,
+                                            probe=("original",) if plain else
+                                            searching.variants.DEFAULT_VARIANTS)
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    scope = f"the {nearest} nearest" if nearest else f"within {distance} bits"
+    click.echo(f"query {result.hash}: {len(result.matches)} files {scope}")
+    if result.note:
+        click.echo(f"note: {result.note}")
+    for match in result.matches:
+        how = "" if match.variant == "original" else f"  (as {match.variant})"
+        click.echo(f"{match.distance:>3}  {match.title}{how}")
+        for article in match.articles:
+            click.echo(f"       {article.title}  {article.url}")
+        if not match.articles:
+            click.echo("       (no article uses it)")
+
+
+@cli.command()
+@database_option
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--max-upload", type=click.IntRange(min=1), default=20 * 1024 * 1024,
+              show_default=True, help="Largest request body in bytes.")
+@allow_host_option
+@click.pass_context
+def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
+          max_upload: int, allow_hosts: tuple[str, ...]) -> None:
+    """Serve the search page and its JSON API (POST /api/search, GET /api/stats).
+
+    \b
+    Example:
+        wikihash serve --port 8000
+    """
+    import uvicorn
+
+    from pipeline import safeurl, web
+
+    settings = _settings(ctx)
+    app = web.create_app(web.WebSettings(
+        database_url=_database_url(ctx, database_url), max_fetch_bytes=settings.max_bytes,
+        fetch_timeout=settings.fetch_timeout, max_upload_bytes=max_upload,
+        allow_hosts=safeurl.normalise_allow(allow_hosts)))
+    click.echo(f"wikihash: serving http://{address}:{port}/", err=True)
+    uvicorn.run(app, host=address, port=port, log_level="warning", proxy_headers=False)
+
+
+@cli.command()
+@database_option
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write into (created if needed).")
+@click.pass_context
+def export(ctx: click.Context, database_url: str | None, out: Path) -> None:
+    """Write wikihash.dump (pg_dump -Fc), hashes.sql (the tutorial's table), SHA256SUMS and
+    manifest.json into OUT.
+
+    \b
+    Example:
+        wikihash export --out /srv/dumps/2026-11-27
+        cd /srv/dumps/2026-11-27 && sha256sum -c SHA256SUMS
+    """
+    from pipeline import export as exporting
+
+    try:
+        result = exporting.export(_database_url(ctx, database_url), out,
+                                  progress=lambda line: click.echo(line, err=True))
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+    for name, size in result.files.items():
+        click.echo(f"{out / name}  {size:,} bytes")

@@ -1,0 +1,195 @@
+"""`wikihash export`: the index as files others can load. Step "export" in docs/architecture.md.
+
+Into one directory:
+
+1. `wikihash.dump`: `pg_dump -Fc` of the whole database, for `pg_restore` into a database that
+   has the bktree extension installed;
+2. `hashes.sql`: plain SQL shaped exactly like the source tutorial's distribution: the extension,
+   `CREATE TABLE hashes(id integer, hash bigint, url text)`, the rows of the `hashes` view
+   streamed through `COPY ... FROM stdin`, then the SP-GiST index; `psql DB < hashes.sql`;
+3. `manifest.json`: row counts, the wiki, the crawl time, the hash definition, schema version;
+4. `SHA256SUMS`: `sha256sum -c` format, over the three files above.
+
+Files are written under a temporary name and renamed when complete, so a killed export leaves no
+file that looks whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline import __version__, storage
+from pipeline.errors import StorageError, WikihashError
+
+__all__ = ["HASH_DEFINITION", "ExportResult", "export", "find_pg_dump"]
+
+HASH_DEFINITION = (
+    "imagehash.dhash (8x8, 64 bits) of the file's thumbnail (or original when no thumbnail),"
+    " decoded with Pillow (SVG rendered by cairosvg, longest side 512 px), EXIF-oriented,"
+    " transparency flattened onto white (onto black when white leaves a blank image), 16-bit"
+    " scaled to 8; stored as the signed 64-bit integer of its 16 hex digits"
+)
+PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
+               "/usr/lib/postgresql/17/bin")
+COPY_CHUNK = 1 << 20  # bytes per progress step while streaming COPY
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    directory: Path
+    files: dict[str, int]  # file name -> bytes
+    manifest: dict
+
+
+def find_pg_dump() -> str:
+    """pg_dump from PATH, else from the usual Debian directories."""
+    found = shutil.which("pg_dump")
+    if found:
+        return found
+    for directory in PG_BIN_DIRS:
+        candidate = Path(directory) / "pg_dump"
+        if candidate.exists():
+            return str(candidate)
+    raise WikihashError("pg_dump not found: install postgresql-client")
+
+
+def export(database_url: str, out: Path,
+           progress: Callable[[str], None] = lambda _: None) -> ExportResult:
+    """Write the four files into `out` (created if needed); `progress` gets one line per step."""
+    out.mkdir(parents=True, exist_ok=True)
+    sizes: dict[str, int] = {}
+
+    progress("pg_dump -Fc of the whole database -> wikihash.dump")
+    _pg_dump(database_url, out / "wikihash.dump")
+    sizes["wikihash.dump"] = (out / "wikihash.dump").stat().st_size
+    progress(f"wikihash.dump: {sizes['wikihash.dump']:,} bytes")
+
+    with storage.connection(database_url) as conn:
+        # One snapshot for the counts and the rows, while a crawl may be writing.
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        manifest = _manifest(conn)
+        progress(f"hashes.sql: {manifest['rows']['hashes']:,} rows of the hashes view")
+        _hashes_sql(conn, out / "hashes.sql", manifest["rows"]["hashes"], progress)
+    sizes["hashes.sql"] = (out / "hashes.sql").stat().st_size
+
+    _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    sizes["manifest.json"] = (out / "manifest.json").stat().st_size
+    sums = "".join(f"{_sha256(out / name)}  {name}\n"
+                   for name in ("wikihash.dump", "hashes.sql", "manifest.json"))
+    _write_atomic(out / "SHA256SUMS", sums)
+    sizes["SHA256SUMS"] = (out / "SHA256SUMS").stat().st_size
+    progress("SHA256SUMS and manifest.json written")
+    return ExportResult(out, sizes, manifest)
+
+
+def _pg_dump(database_url: str, target: Path) -> None:
+    partial = target.with_name(target.name + ".partial")
+    command = [find_pg_dump(), "--format=custom", "--no-owner", "--no-privileges",
+               f"--file={partial}", f"--dbname={database_url}"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=24 * 3600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StorageError(f"pg_dump failed: {exc}") from exc
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise StorageError(f"pg_dump failed: {last}")
+    os.replace(partial, target)
+
+
+def _manifest(conn) -> dict:
+    with conn.cursor() as cur:
+        counts = {}
+        for table in ("pages", "files", "usages", "hashes"):
+            cur.execute(f"SELECT count(*) FROM {table}")  # fixed names, not input
+            counts[table] = cur.fetchone()[0]
+        cur.execute("SELECT state, count(*) FROM files GROUP BY state ORDER BY state")
+        states = dict(cur.fetchall())
+        cur.execute("SELECT key, value FROM wiki_info ORDER BY key")
+        wiki = dict(cur.fetchall())
+        cur.execute("SELECT value FROM crawl_state WHERE key = 'last_crawl'")
+        row = cur.fetchone()
+    return {
+        "format": 1,
+        "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "wikihash_version": __version__,
+        "schema_version": storage.schema_version(conn),
+        "wiki": wiki,
+        "last_crawl": row[0] if row else None,
+        "rows": counts,
+        "files_by_state": states,
+        "hash": HASH_DEFINITION,
+        "files": {
+            "wikihash.dump": "pg_dump -Fc of the whole database; pg_restore into a database"
+                             " with the bktree extension",
+            "hashes.sql": "the tutorial's hashes(id, hash, url) table; psql DB < hashes.sql",
+        },
+    }
+
+
+class _Progress:
+    """A file-like sink for copy_expert that reports every COPY_CHUNK bytes."""
+
+    def __init__(self, file, total: int, progress: Callable[[str], None]) -> None:
+        self.file = file
+        self.total = total
+        self.progress = progress
+        self.rows = 0
+        self.bytes = 0
+        self.next_report = COPY_CHUNK
+
+    def write(self, data) -> int:
+        if isinstance(data, str):
+            data = data.encode()
+        self.file.write(data)
+        self.rows += data.count(b"\n")
+        self.bytes += len(data)
+        if self.bytes >= self.next_report:
+            self.next_report += COPY_CHUNK
+            share = f" ({100 * self.rows / self.total:.0f}%)" if self.total else ""
+            self.progress(f"hashes.sql: {self.rows:,} rows{share}")
+        return len(data)
+
+
+def _hashes_sql(conn, target: Path, total: int, progress: Callable[[str], None]) -> int:
+    partial = target.with_name(target.name + ".partial")
+    with partial.open("wb") as file:
+        file.write(
+            b"-- wikihash export: the source tutorial's hashes table.\n"
+            b"-- Load with: psql DBNAME < hashes.sql (needs the bktree extension installed)\n"
+            b"-- url is the article title with underscores; hash is dhash as a signed int64.\n"
+            b"SET client_encoding = 'UTF8';\n"
+            b"CREATE EXTENSION IF NOT EXISTS bktree;\n"
+            b"CREATE TABLE hashes(id integer, hash bigint, url text);\n"
+            b"COPY hashes (id, hash, url) FROM stdin;\n")
+        sink = _Progress(file, total, progress)
+        with conn.cursor() as cur:
+            cur.copy_expert("COPY (SELECT id, hash, url FROM hashes ORDER BY id) TO STDOUT", sink)
+        file.write(b"\\.\n\n"
+                   b"CREATE INDEX hashes_hash_idx ON hashes USING spgist (hash bktree_ops);\n"
+                   b"ANALYZE hashes;\n")
+    os.replace(partial, target)
+    progress(f"hashes.sql: {sink.rows:,} rows, {target.stat().st_size:,} bytes")
+    return sink.rows
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, target)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,201 @@
+"""Reverse image search: an image's hash to the files near it and the articles that use them.
+
+Step "search" of the flow in docs/architecture.md. The query is hashed with the canonical hash
+(`pipeline.imaging`) plus a few variants (`pipeline.variants`: mirror, trimmed border, ...);
+each variant asks the bktree index for `files.dhash <@ (h, d)` (or the K nearest with
+`ORDER BY dhash <-> h`), and the matches are merged keeping each file's best distance. Article
+URLs are built from the wiki's own `server` and `articlepath` in `wiki_info`. See docs/search.md.
+
+A low-information query (a striped flag, a flat image: `imaging.is_low_information`) matches
+thousands of unrelated files; its results are capped at `LOW_INFORMATION_CAP` with a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from urllib.parse import quote
+
+from pipeline import imaging, variants
+from pipeline.storage import Connection
+
+__all__ = [
+    "DEFAULT_MAX_DISTANCE",
+    "Article",
+    "Match",
+    "SearchResult",
+    "article_url",
+    "search_bytes",
+    "search_hashes",
+    "stats",
+    "wfurlencode",
+]
+
+# Bits; chosen from the measurements in docs/search.md (recall of altered copies vs wrong articles).
+DEFAULT_MAX_DISTANCE = 8
+MAX_RESULTS = 200  # files listed for one query at most; more is noise, not an answer
+LOW_INFORMATION_CAP = 20  # files listed for a low-information query
+
+
+@dataclass(frozen=True)
+class Article:
+    title: str  # as the wiki spells it: spaces
+    url: str  # the full URL of the article on the wiki
+
+
+@dataclass
+class Match:
+    file_id: int
+    title: str  # the file's name, without "File:"
+    distance: int  # bits, the best over the query variants
+    variant: str  # which variant of the query gave that distance
+    hash: str  # 16 hex digits
+    low_information: bool
+    thumb_url: str | None
+    file_url: str | None  # the file's page on the wiki
+    articles: list[Article] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    hash: str  # the canonical hash of the query, 16 hex digits
+    int64: int
+    low_information: bool
+    max_distance: int | None
+    nearest: int | None
+    variants: list[str]
+    matches: list[Match]
+    truncated: bool = False  # more files matched than are listed
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- article URLs, as MediaWiki builds them ----------------------------------------------------
+
+# wfUrlencode: rawurlencode, then these are put back as they are.
+_WF_SAFE = ";@$!*(),/~:"
+
+
+def wfurlencode(title: str) -> str:
+    """A title in URL form as MediaWiki's wfUrlencode writes it: spaces to underscores first."""
+    return quote(title.replace(" ", "_"), safe=_WF_SAFE)
+
+
+def article_url(server: str, articlepath: str, title: str) -> str:
+    """The full URL of `title` on a wiki with this `server` and `articlepath` ("/wiki/$1")."""
+    if server.startswith("//"):  # Wikimedia's protocol-relative $wgServer
+        server = "https:" + server
+    return server.rstrip("/") + articlepath.replace("$1", wfurlencode(title))
+
+
+def wiki_urls(conn: Connection) -> tuple[str, str]:
+    """The wiki's `server` and `articlepath` from `wiki_info` ("" and "/wiki/$1" when unknown)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT key, value FROM wiki_info WHERE key IN ('server', 'articlepath')")
+        info = dict(cur.fetchall())
+    return info.get("server", ""), info.get("articlepath", "/wiki/$1")
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+def search_bytes(conn: Connection, data: bytes, *, max_distance: int = DEFAULT_MAX_DISTANCE,
+                 nearest: int | None = None,
+                 probe: tuple[str, ...] = variants.DEFAULT_VARIANTS) -> SearchResult:
+    """Search for the image in `data`; raises `ImageRejected` when it cannot be hashed."""
+    canonical, probes = variants.query_variants(data, probe)
+    return search_hashes(conn, canonical.int64, probes, max_distance=max_distance,
+                         nearest=nearest)
+
+
+def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] | None = None, *,
+                  max_distance: int = DEFAULT_MAX_DISTANCE,
+                  nearest: int | None = None) -> SearchResult:
+    """Search for the hash `int64` (and `probes`, its variants); nearest K when `nearest`."""
+    if max_distance < 0 or max_distance > 64:
+        raise ValueError("max_distance must be within 0..64")
+    if nearest is not None and nearest < 1:
+        raise ValueError("nearest must be at least 1")
+    probes = probes or [variants.Variant("original", int64)]
+    low = imaging.is_low_information(int64)
+    cap = LOW_INFORMATION_CAP if low else MAX_RESULTS
+    limit = min(nearest, cap) if nearest else cap
+    best: dict[int, tuple[int, str]] = {}  # file_id -> (distance, variant)
+    with conn.cursor() as cur:
+        for probe in probes:
+            if nearest:
+                cur.execute("SELECT file_id, dhash <-> %s FROM files WHERE dhash IS NOT NULL"
+                            " ORDER BY dhash <-> %s LIMIT %s", (probe.int64, probe.int64, limit))
+            else:
+                # One more than listed, to know whether the list was cut.
+                cur.execute("SELECT file_id, dhash <-> %s AS d FROM files"
+                            " WHERE dhash <@ (%s, %s) ORDER BY d LIMIT %s",
+                            (probe.int64, probe.int64, max_distance, cap + 1))
+            for file_id, distance in cur.fetchall():
+                if file_id not in best or distance < best[file_id][0]:
+                    best[file_id] = (distance, probe.name)
+    ranked = sorted(best.items(), key=lambda item: (item[1][0], item[0]))
+    truncated = len(ranked) > limit
+    ranked = ranked[:limit]
+    matches = _describe(conn, ranked)
+    note = None
+    if low:
+        note = ("this image carries little information for dhash (hash"
+                f" {imaging.int64_to_hex(int64)} is nearly all zeros or all ones: flat images,"
+                " stripes); it matches many"
+                f" unrelated files, so at most {LOW_INFORMATION_CAP} are listed")
+    elif truncated:
+        note = f"more than {limit} files matched; the {limit} nearest are listed"
+    return SearchResult(hash=imaging.int64_to_hex(int64), int64=int64, low_information=low,
+                        max_distance=None if nearest else max_distance, nearest=nearest,
+                        variants=[p.name for p in probes], matches=matches,
+                        truncated=truncated, note=note)
+
+
+def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> list[Match]:
+    """Files, their articles and URLs for the ranked (file_id, (distance, variant)) list."""
+    if not ranked:
+        return []
+    server, articlepath = wiki_urls(conn)
+    ids = [file_id for file_id, _ in ranked]
+    with conn.cursor() as cur:
+        cur.execute("SELECT f.file_id, f.title, f.dhash, f.low_information, f.thumb_url, p.title"
+                    " FROM files f LEFT JOIN usages u ON u.file_id = f.file_id"
+                    " LEFT JOIN pages p ON p.page_id = u.page_id"
+                    " WHERE f.file_id = ANY(%s) ORDER BY p.title", (ids,))
+        rows = cur.fetchall()
+    matches: dict[int, Match] = {}
+    for file_id, (distance, variant) in ranked:
+        matches[file_id] = Match(file_id=file_id, title="", distance=distance, variant=variant,
+                                 hash="", low_information=False, thumb_url=None, file_url=None)
+    for file_id, title, dhash, low, thumb_url, page in rows:
+        match = matches[file_id]
+        match.title = title
+        match.hash = imaging.int64_to_hex(dhash)
+        match.low_information = bool(low)
+        match.thumb_url = thumb_url
+        match.file_url = article_url(server, articlepath, "File:" + title) if server else None
+        if page is not None:
+            url = article_url(server, articlepath, page)
+            match.articles.append(Article(page, url))
+    return list(matches.values())
+
+
+def stats(conn: Connection) -> dict:
+    """What the index holds: articles, files by state, hashed files, and the wiki."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pages")
+        articles = cur.fetchone()[0]
+        cur.execute("SELECT state, count(*) FROM files GROUP BY state")
+        states = dict(cur.fetchall())
+        cur.execute("SELECT count(*) FROM files WHERE low_information")
+        low = cur.fetchone()[0]
+        cur.execute("SELECT key, value FROM wiki_info WHERE key IN ('sitename', 'server')")
+        info = dict(cur.fetchall())
+        cur.execute("SELECT value FROM crawl_state WHERE key = 'last_crawl'")
+        row = cur.fetchone()
+    return {"articles": articles, "files": sum(states.values()),
+            "hashed": states.get("hashed", 0), "low_information": low,
+            "states": states, "wiki": info.get("sitename"), "server": info.get("server"),
+            "last_crawl": row[0] if row else None}

@@ -1,0 +1,103 @@
+// The search page: an uploaded image or a URL to POST /api/search, the matches drawn as cards.
+"use strict";
+
+const form = document.getElementById("search");
+const fileInput = document.getElementById("file");
+const urlInput = document.getElementById("url");
+const drop = document.getElementById("drop");
+const preview = document.getElementById("preview");
+const message = document.getElementById("message");
+const results = document.getElementById("results");
+const button = document.getElementById("go");
+let chosen = null;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value; else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function say(text, isError) {
+  message.textContent = text;
+  message.className = "message" + (isError ? " error" : "");
+  message.hidden = !text;
+}
+
+function choose(file) {
+  chosen = file;
+  urlInput.value = "";
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  search();
+}
+
+fileInput.addEventListener("change", () => { if (fileInput.files[0]) choose(fileInput.files[0]); });
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  if (e.dataTransfer.files[0]) choose(e.dataTransfer.files[0]);
+});
+form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (urlInput.value.trim()) { chosen = null; preview.hidden = true; }
+  search();
+});
+
+async function search() {
+  const body = new FormData();
+  if (chosen) body.append("image", chosen);
+  else if (urlInput.value.trim()) body.append("url", urlInput.value.trim());
+  else { say("Pick an image or paste its URL.", true); return; }
+  button.disabled = true;
+  say("Searching…", false);
+  results.replaceChildren();
+  try {
+    const response = await fetch("/api/search", { method: "POST", body });
+    const answer = await response.json();
+    if (!response.ok) { say(answer.error || `error ${response.status}`, true); return; }
+    say(answer.note || "", false);
+    show(answer);
+  } catch (err) {
+    say("The server could not be reached.", true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function show(answer) {
+  const n = answer.matches.length;
+  const within = answer.nearest ? `the ${answer.nearest} nearest`
+                                : `within ${answer.max_distance} bits`;
+  results.append(el("p", { class: "summary", id: "summary" },
+    n ? `${n} file${n === 1 ? "" : "s"} ${within} of hash ${answer.hash}`
+      : `No image ${within} of hash ${answer.hash}.`));
+  for (const match of answer.matches) {
+    const thumb = el("img", { class: "thumb", alt: match.title, loading: "lazy" });
+    if (match.thumb_url) thumb.src = match.thumb_url;
+    const badge = el("span", { class: "distance" + (match.distance === 0 ? " exact" : "") },
+      match.distance === 0 ? "same hash" : `${match.distance} bits`);
+    const title = match.file_url ? el("a", { href: match.file_url }, match.title) : match.title;
+    const list = el("ul", { class: "articles" });
+    for (const article of match.articles) {
+      list.append(el("li", {}, el("a", { href: article.url, class: "article" }, article.title)));
+    }
+    const body = el("div", {}, el("h2", {}, title, badge),
+      match.articles.length ? list : el("p", { class: "muted" }, "No article uses it."));
+    if (match.variant !== "original") {
+      body.append(el("p", { class: "muted" }, `found as the query's ${match.variant} variant`));
+    }
+    results.append(el("article", { class: "match" }, thumb, body));
+  }
+}
+
+fetch("/api/stats").then((r) => r.json()).then((s) => {
+  if (s.error) return;
+  const wiki = s.wiki ? ` from ${s.wiki}` : "";
+  document.getElementById("stats").textContent =
+    `${s.hashed.toLocaleString()} images in ${s.articles.toLocaleString()} articles${wiki}`;
+}).catch(() => {});

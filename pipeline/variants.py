@@ -1,0 +1,122 @@
+"""Query variants: more than one dhash probed per search, to find altered copies.
+
+People search with copies found elsewhere: mirrored, framed with a border, slightly cropped.
+The stored hash stays the canonical one (`pipeline.imaging`); only the query side changes. Each
+variant is the canonical preparation (decode, orient, flatten) followed by one cheap geometric
+change and `imagehash.dhash`. Search merges the matches of all variants and keeps, per file, the
+best distance. Which variants are worth probing was measured by `ops/bench/search.py`; see
+docs/search.md.
+
+- ``original``: the canonical hash, exactly `imaging.hash_bytes` (always first);
+- ``mirror``: flipped left-right (mirrored copies);
+- ``trimmed``: uniform borders (a frame of one colour) cut off, when there is one;
+- ``trimmed-mirror``: both;
+- ``uncropped``: the edge rows and columns repeated outwards by `UNCROP` of each side, a guess at
+  what a slight crop removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps
+
+from pipeline import imaging
+from pipeline.errors import ImageRejected
+
+__all__ = ["DEFAULT_VARIANTS", "VARIANTS", "Variant", "query_variants", "trim_border"]
+
+VARIANTS = ("original", "mirror", "trimmed", "trimmed-mirror", "uncropped")
+DEFAULT_VARIANTS = ("original", "mirror", "trimmed", "trimmed-mirror", "uncropped")
+
+BORDER_TOLERANCE = 24  # 0..255: how far a pixel may stray from the border colour and still be frame
+MIN_TRIM = 0.01  # fraction of a side; a thinner "border" is left alone
+UNCROP = 0.025  # fraction of each side re-created by repeating the edge pixels
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One probe of a query: its name and its dhash as a signed 64-bit integer."""
+
+    name: str
+    int64: int
+
+
+def query_variants(data: bytes, names: tuple[str, ...] = DEFAULT_VARIANTS) -> tuple[
+        imaging.HashResult, list[Variant]]:
+    """The canonical hash of `data` and the variants named in `names`, distinct hashes only.
+
+    Raises `ImageRejected` exactly when `imaging.hash_bytes` would.
+    """
+    canonical = imaging.hash_bytes(data)
+    found = [Variant("original", canonical.int64)]
+    extra = [n for n in names if n != "original"]
+    if not extra:
+        return canonical, found
+    unknown = set(extra) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants: {', '.join(sorted(unknown))}")
+    image, _info = imaging.prepare(data)
+    try:
+        image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
+        trimmed = trim_border(image)
+        for name in extra:
+            if name == "mirror":
+                probe = ImageOps.mirror(image)
+            elif name == "trimmed":
+                probe = trimmed
+            elif name == "trimmed-mirror":
+                probe = ImageOps.mirror(trimmed) if trimmed is not None else None
+            else:  # "uncropped"
+                probe = _uncrop(image)
+            if probe is None:
+                continue
+            value = imaging.hex_to_int64(str(imagehash.dhash(probe)))
+            if all(v.int64 != value for v in found):
+                found.append(Variant(name, value))
+    except Exception as exc:  # noqa: BLE001 - the boundary: nothing but ImageRejected escapes
+        raise ImageRejected(f"cannot make query variants: {type(exc).__name__}") from exc
+    return canonical, found
+
+
+def trim_border(image: Image.Image) -> Image.Image | None:
+    """`image` without a uniform frame, or None when it has none (or is all frame).
+
+    The frame colour is the median of the four corners; a row or column belongs to the frame
+    while at least 98% of its pixels are within `BORDER_TOLERANCE` of that colour.
+    """
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    height, width = pixels.shape[:2]
+    if height < 8 or width < 8:
+        return None
+    corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
+    colour = np.median(corners, axis=0)
+    near = (np.abs(pixels - colour).max(axis=2) <= BORDER_TOLERANCE)
+    rows = near.mean(axis=1) >= 0.98
+    cols = near.mean(axis=0) >= 0.98
+    top = _run(rows)
+    bottom = _run(rows[::-1])
+    left = _run(cols)
+    right = _run(cols[::-1])
+    if top + bottom >= height - 4 or left + right >= width - 4:
+        return None  # all frame: a flat image
+    if max(top, bottom) < MIN_TRIM * height and max(left, right) < MIN_TRIM * width:
+        return None
+    return image.crop((left, top, width - right, height - bottom))
+
+
+def _run(flags: np.ndarray) -> int:
+    """How many leading entries of `flags` are true."""
+    false = np.flatnonzero(~flags)
+    return int(false[0]) if false.size else int(flags.size)
+
+
+def _uncrop(image: Image.Image) -> Image.Image:
+    """`image` grown by `UNCROP` of each side, the edge pixels repeated outwards."""
+    pixels = np.asarray(image)
+    pad_y = max(1, round(UNCROP * pixels.shape[0]))
+    pad_x = max(1, round(UNCROP * pixels.shape[1]))
+    widths = ((pad_y, pad_y), (pad_x, pad_x)) + (((0, 0),) if pixels.ndim == 3 else ())
+    return Image.fromarray(np.pad(pixels, widths, mode="edge"))
