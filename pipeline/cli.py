@@ -232,6 +232,53 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
     app.start(["flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"])
 
 
+@cli.command()
+@database_option
+@click.option("--since", metavar="TIMESTAMP",
+              help="Apply changes from this time (YYYY-MM-DDTHH:MM:SSZ) instead of the last crawl.")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Afterwards, wait until the changed files are hashed.")
+@click.pass_context
+def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry_run: bool,
+            wait: bool) -> None:
+    """Bring the index up to date with what changed on the wiki since the last crawl.
+
+    Reads the wiki's change feed (and each shared repository's upload and deletion log); when
+    the last crawl is older than the feed reaches, walks revision ids instead. Resumes where it
+    stopped when killed.
+
+    \b
+    Example:
+        wikihash recrawl --dry-run
+        wikihash recrawl --since 2026-11-01T00:00:00Z
+    """
+    from pipeline.runtime import build_producer, build_recrawler
+
+    settings = _settings(ctx)
+    try:
+        producer = build_producer(settings, _database_url(ctx, database_url))
+        try:
+            report = build_recrawler(settings, producer).run(since=since, dry_run=dry_run)
+            click.echo(("would apply " if dry_run else "applied ") + report.summary())
+            if dry_run:
+                for label, titles in (("article added", report.pages_added),
+                                      ("article changed", report.pages_updated),
+                                      ("article removed", report.pages_removed),
+                                      ("file changed", report.files_changed)):
+                    for title in titles:
+                        click.echo(f"  {label}: {title}")
+                return
+            producer.dispatch()
+            if wait:
+                producer.drain(progress=lambda c: click.echo(_status_line(c), err=True))
+                click.echo("nothing pending")
+        finally:
+            producer.close()
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _status_line(counts: dict) -> str:
     rate = counts["last_minute"] / 60.0
     eta = ""

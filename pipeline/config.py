@@ -91,6 +91,9 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds for one download, connection and body"),
     Setting("requeue_after", "WIKIHASH_REQUEUE_AFTER", _positive_float, "900",
             "seconds after which a file still pending is sent to the queue again"),
+    Setting("feed_max_age", "WIKIHASH_FEED_MAX_AGE", _positive_float, "30",
+            "days of changes the wiki's change feed keeps ($wgRCMaxAge; 30 on Wikipedia);"
+            " an older crawl is brought up to date by a walk instead"),
     Setting("maxlag", "WIKIHASH_MAXLAG", _positive_int, "5", "maxlag sent with every API call"),
     Setting("bot_user", "WIKIHASH_BOT_USER", _text, "", "bot-password user name (optional)"),
     Setting("bot_password", "WIKIHASH_BOT_PASSWORD", _text, "", "bot password (optional)",

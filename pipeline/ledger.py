@@ -73,6 +73,15 @@ def unknown_files(conn: Connection, titles: Iterable[str]) -> list[str]:
     return [t for t in titles if t not in known]
 
 
+def _file_rows(infos: Sequence[FileInfo]) -> list[tuple]:
+    return [(i.title, i.state, i.reason, i.sha1, i.mime, i.media_type, i.size, i.width,
+             i.height, i.repo, i.url, i.thumb_url) for i in infos]
+
+
+_FILE_COLUMNS = "title, state, reason, sha1, mime, media_type, size, width, height, repo, url," \
+                " thumb_url"
+
+
 def insert_files(conn: Connection, infos: Sequence[FileInfo]) -> None:
     """New files; a pending file whose content is already hashed takes that hash at once."""
     if not infos:
@@ -80,12 +89,55 @@ def insert_files(conn: Connection, infos: Sequence[FileInfo]) -> None:
     with conn.cursor() as cur:
         execute_values(
             cur,
-            "INSERT INTO files (title, state, reason, sha1, mime, media_type, size, width, height,"
-            " repo, url, thumb_url) VALUES %s ON CONFLICT (title) DO NOTHING",
-            [(i.title, i.state, i.reason, i.sha1, i.mime, i.media_type, i.size, i.width,
-              i.height, i.repo, i.url, i.thumb_url) for i in infos],
-            page_size=1000,
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES %s ON CONFLICT (title) DO NOTHING",
+            _file_rows(infos), page_size=1000,
         )
+    adopt_known_hashes(conn, infos)
+
+
+def refresh_files(conn: Connection, infos: Sequence[FileInfo]) -> list[str]:
+    """Apply the wiki's current facts to known files; returns the titles that changed.
+
+    A file changes when its content (SHA-1) or its availability (missing, unsupported...)
+    does: it loses its hash, so it stops matching searches, and is pending again if it can be
+    hashed. A file whose content is unchanged keeps its hash.
+    """
+    if not infos:
+        return []
+    with conn.cursor() as cur:
+        changed = execute_values(
+            cur,
+            "UPDATE files f SET state = i.state, reason = i.reason, sha1 = i.sha1,"
+            " mime = i.mime, media_type = i.media_type, size = i.size::bigint,"
+            " width = i.width::integer, height = i.height::integer, repo = i.repo, url = i.url,"
+            " thumb_url = i.thumb_url, dhash = NULL, low_information = NULL,"
+            " hashed_from = NULL, enqueued_at = NULL, attempts = 0, updated_at = now()"
+            f" FROM (VALUES %s) AS i ({_FILE_COLUMNS})"
+            " WHERE f.title = i.title AND (f.sha1 IS DISTINCT FROM i.sha1"
+            "   OR (i.state IN ('missing', 'unsupported') AND f.state <> i.state)"
+            "   OR (i.state = 'pending' AND f.state IN ('missing', 'unsupported')))"
+            " RETURNING f.title",
+            _file_rows(infos), page_size=1000, fetch=True,
+        )
+    adopt_known_hashes(conn, infos)
+    return [row[0] for row in changed]
+
+
+def delete_pages(conn: Connection, *, page_ids: Iterable[int] = (),
+                 titles: Iterable[str] = (), keep: Iterable[int] = ()) -> list[str]:
+    """Remove pages that are no longer articles (with their usages); returns their titles."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM pages WHERE (page_id = ANY(%s) OR title = ANY(%s))"
+            " AND NOT page_id = ANY(%s) RETURNING title",
+            (list(page_ids), list(titles), list(keep)),
+        )
+        return [row[0] for row in cur.fetchall()]
+
+
+def adopt_known_hashes(conn: Connection, infos: Sequence[FileInfo]) -> None:
+    """Pending files whose content was already hashed (or rejected) take that result."""
+    with conn.cursor() as cur:
         cur.execute(
             "UPDATE files f SET state = h.state, dhash = h.dhash,"
             " low_information = h.low_information, reason = h.reason,"

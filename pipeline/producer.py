@@ -71,12 +71,13 @@ class Producer:
         """Walk the articles from the checkpoint; True when the whole wiki has been walked."""
         with self.conn:
             state = ledger.get_state(self.conn, WALK)
-            if restart or not isinstance(state, dict):
-                state = {"continue": None, "started": _now(), "done": False}
-            if state.get("done"):
+            if not restart and isinstance(state, dict) and state.get("done"):
                 log.info("the walk started %s is complete", state["started"])
                 return True
-            self._record_site()
+            wiki_time = self._record_site()
+            if restart or not isinstance(state, dict):
+                # The wiki's own clock: the re-crawl reads its change feed from this time on.
+                state = {"continue": None, "started": wiki_time or _now(), "done": False}
         for articles, cont in self.wiki.walk_articles(state["continue"]):
             if limit is not None:
                 room = limit - self.stats.articles
@@ -92,12 +93,14 @@ class Producer:
             ledger.set_state(self.conn, LAST_CRAWL, state["started"])
         return True
 
-    def _record_site(self) -> None:
+    def _record_site(self) -> str | None:
+        """Store the wiki's facts; returns the wiki's current time."""
         info = self.wiki.siteinfo()
         facts = {k: str(info[k]) for k in ("sitename", "server", "articlepath", "generator")
                  if k in info}
         facts["api_url"] = self.wiki.api_url
         ledger.set_wiki_info(self.conn, facts)
+        return info.get("time")
 
     def _record(self, articles: list[Article], state: dict) -> None:
         """One batch into the ledger in one transaction, then jobs to the queue."""

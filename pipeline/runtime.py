@@ -5,6 +5,7 @@ Kept apart from `pipeline.producer` so that the producer stays free of Celery an
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import redis
@@ -12,6 +13,7 @@ import redis
 from pipeline import config, storage
 from pipeline.ledger import Job
 from pipeline.producer import Producer
+from pipeline.recrawl import Recrawler
 from pipeline.wiki import Wiki
 
 MAX_QUEUED_JOBS = 200  # fetch tasks waiting in Redis before the producer holds back
@@ -40,4 +42,13 @@ def build_producer(settings: config.Settings, database_url: str, *,
         build_wiki(settings), lambda: storage.connect(database_url), send,
         thumb_width=settings.thumb_width, job_size=job_size, queue_room=queue_room,
         stale_after=settings.requeue_after,
+    )
+
+
+def build_recrawler(settings: config.Settings, producer: Producer) -> Recrawler:
+    """A re-crawler sharing the producer's wiki and connection."""
+    return Recrawler(
+        producer.wiki, producer.conn, thumb_width=settings.thumb_width,
+        feed_max_age=dt.timedelta(days=settings.feed_max_age),
+        shared_wiki=lambda api_url: Wiki(api_url, settings.user_agent, maxlag=settings.maxlag),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -52,6 +52,14 @@ class FileInfo:
 
 
 WalkBatch = tuple[list[Article], dict | None]
+Feed = tuple[list[dict], dict | None]  # rows of a change feed, and the continuation after them
+
+
+@dataclass
+class PageLookup:
+    articles: list[Article]
+    gone_titles: set[str]  # main-namespace titles that are not articles now
+    gone_ids: set[int]  # page ids that are not articles now
 
 
 @dataclass
@@ -190,32 +198,102 @@ class Wiki:
         (None after the last). A batch is yielded only once the API says `batchcomplete`, so
         an article whose images span several responses comes out whole.
         """
+        return self._batches(dict(
+            generator="allpages", gapnamespace="0", gapfilterredir="nonredirects",
+            gaplimit="max", prop="images|revisions", imlimit="max", rvprop="ids",
+        ), start)
+
+    def walk_revisions(self, start: dict | None = None) -> Iterator[WalkBatch]:
+        """Like `walk_articles`, without the images: for comparing revision ids."""
+        return self._batches(dict(
+            generator="allpages", gapnamespace="0", gapfilterredir="nonredirects",
+            gaplimit="max", prop="revisions", rvprop="ids",
+        ), start)
+
+    def _batches(self, params: dict, start: dict | None) -> Iterator[WalkBatch]:
         cont = dict(start) if start else {"continue": ""}
         pages: dict[int, dict] = {}
         while True:
-            answer = self.call(
-                "query", generator="allpages", gapnamespace="0",
-                gapfilterredir="nonredirects", gaplimit="max", prop="images|revisions",
-                imlimit="max", rvprop="ids", **cont,
-            )
-            for page in _pages(answer):
-                entry = pages.setdefault(int(page["pageid"]),
-                                         {"title": page["title"], "rev": None, "images": []})
-                revisions = page.get("revisions") or []
-                if revisions:
-                    entry["rev"] = int(revisions[0]["revid"])
-                entry["images"].extend(strip_namespace(i["title"]) for i in page.get("images", []))
+            answer = self.call("query", **params, **cont)
+            _merge_pages(answer, pages)
             next_cont = answer.get("continue")
             if "batchcomplete" in answer or next_cont is None:
-                articles = [
-                    Article(pid, e["title"], e["rev"], tuple(dict.fromkeys(e["images"])))
-                    for pid, e in sorted(pages.items())
-                ]
-                yield articles, next_cont
+                yield _articles(pages), next_cont
                 pages = {}
             if next_cont is None:
                 return
             cont = next_cont
+
+    def pages(self, *, titles: Iterable[str] = (), page_ids: Iterable[int] = ()) -> PageLookup:
+        """The current state of some pages, by title or id (50 a request).
+
+        Articles come back whole, with their images; titles and ids that are no longer articles
+        (deleted, now a redirect, moved out of the main namespace) are listed as gone.
+        """
+        lookup = PageLookup([], set(), set())
+        for key, values in (("titles", list(dict.fromkeys(titles))),
+                            ("pageids", [str(i) for i in dict.fromkeys(page_ids)])):
+            for i in range(0, len(values), IMAGEINFO_BATCH):
+                pages: dict[int, dict] = {}
+                cont: dict = {"continue": ""}
+                while True:
+                    answer = self.call("query", prop="images|revisions|info", imlimit="max",
+                                       rvprop="ids", **{key: "|".join(values[i:i + 50])},
+                                       **cont)
+                    for page in _pages(answer):
+                        if page.get("missing") or page.get("invalid") or page.get("redirect") \
+                                or page.get("ns", 0) != 0:
+                            if page.get("title") and page.get("ns", 0) == 0:
+                                lookup.gone_titles.add(page["title"])
+                            if page.get("pageid"):
+                                lookup.gone_ids.add(int(page["pageid"]))
+                    _merge_pages(answer, pages, articles_only=True)
+                    if "continue" not in answer:
+                        break
+                    cont = answer["continue"]
+                lookup.articles.extend(_articles(pages))
+        # A page asked for by title and by id comes back once.
+        lookup.articles = list({a.page_id: a for a in lookup.articles}.values())
+        return lookup
+
+    # -- the change feed -----------------------------------------------------------------
+
+    def changes(self, since: str, until: str, start: dict | None = None) -> Iterator[Feed]:
+        """Recent changes to articles and files from `since` to `until`, oldest first."""
+        return self._feed("recentchanges", dict(
+            list="recentchanges", rcdir="newer", rcstart=since, rcend=until,
+            rcprop="title|ids|timestamp|loginfo|sha1|redirect", rctype="edit|new|log",
+            rcnamespace="0|6", rclimit="max",
+        ), start)
+
+    def log_events(self, letype: str, since: str, until: str,
+                   start: dict | None = None) -> Iterator[Feed]:
+        """Log entries of one type (upload, delete, move) from `since` to `until`."""
+        return self._feed("logevents", dict(
+            list="logevents", letype=letype, ledir="newer", lestart=since, leend=until,
+            leprop="ids|title|type|timestamp|details", lelimit="max",
+        ), start)
+
+    def _feed(self, name: str, params: dict, start: dict | None) -> Iterator[Feed]:
+        cont = dict(start) if start else {"continue": ""}
+        while True:
+            answer = self.call("query", **params, **cont)
+            cont = answer.get("continue")
+            yield answer.get("query", {}).get(name, []), cont
+            if cont is None:
+                return
+
+    def oldest_change(self) -> str | None:
+        """The timestamp of the oldest change the feed still holds."""
+        answer = self.call("query", list="recentchanges", rcdir="newer", rclimit="1",
+                           rcprop="timestamp")
+        rows = answer.get("query", {}).get("recentchanges", [])
+        return rows[0]["timestamp"] if rows else None
+
+    def file_repos(self) -> list[dict]:
+        """The file repositories this wiki uses (itself, and shared ones such as Commons)."""
+        answer = self.call("query", meta="filerepoinfo")
+        return answer.get("query", {}).get("repos", [])
 
     # -- files ---------------------------------------------------------------------------
 
@@ -267,6 +345,27 @@ class Wiki:
         infos.extend(FileInfo(t, "failed", reason="not in the API's answer")
                      for t in titles if t not in answered)
         return infos
+
+
+def _merge_pages(answer: dict, pages: dict[int, dict], *, articles_only: bool = False) -> None:
+    """Add one response's pages to `pages`; a page's images may span several responses."""
+    for page in _pages(answer):
+        if "pageid" not in page:
+            continue
+        if articles_only and (page.get("redirect") or page.get("missing")
+                              or page.get("invalid") or page.get("ns", 0) != 0):
+            continue
+        entry = pages.setdefault(int(page["pageid"]),
+                                 {"title": page["title"], "rev": None, "images": []})
+        revisions = page.get("revisions") or []
+        if revisions:
+            entry["rev"] = int(revisions[0]["revid"])
+        entry["images"].extend(strip_namespace(i["title"]) for i in page.get("images", []))
+
+
+def _articles(pages: dict[int, dict]) -> list[Article]:
+    return [Article(pid, e["title"], e["rev"], tuple(dict.fromkeys(e["images"])))
+            for pid, e in sorted(pages.items())]
 
 
 def _pages(answer: dict) -> list[dict]:

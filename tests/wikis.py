@@ -96,3 +96,27 @@ def build_wiki(*, articles: int = 300, generated: int = 60, seed: int = 7,
     wiki.add_page("Redirect to article", redirect="Article 0001")
     wiki.add_page("Talk:Article 0001", images=[names[0]])
     return wiki, commons, truth
+
+
+def current_truth(wiki: FakeWiki, corrupt: set[str]) -> Truth:
+    """The truth a crawl of `wiki` as it is now must reach (files named in `corrupt` fail)."""
+    truth = Truth()
+    for (ns, title), page in wiki.pages.items():
+        if ns == 0 and not page.is_redirect:
+            truth.articles[title] = set(page.images)
+    for name in set().union(*truth.articles.values()):
+        found = wiki.find_file(name)
+        if found is None:
+            truth.missing.add(name)
+        elif not found[0].current.mime.startswith("image/"):
+            truth.unsupported.add(name)
+        elif name in corrupt:
+            truth.corrupt.add(name)
+    return truth
+
+
+def sync_clocks(*wikis: FakeWiki) -> None:
+    """Give the wiki and its shared repository one clock, as real servers share real time."""
+    latest = max(w.clock for w in wikis)
+    for w in wikis:
+        w.clock = latest
