@@ -50,8 +50,8 @@ def check_address(address: str) -> None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for flag in ("is_private", "is_loopback", "is_link_local", "is_multicast", "is_reserved",
-                 "is_unspecified"):
+    for flag in ("is_loopback", "is_link_local", "is_multicast", "is_unspecified", "is_reserved",
+                 "is_private"):
         if getattr(ip, flag):
             kind = flag[3:].replace("_", "-")
             raise ForbiddenURL(f"refused: {address} is a {kind} address")
