@@ -239,9 +239,11 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Afterwards, wait until the changed files are hashed.")
+@click.option("--every", type=click.FloatRange(min=60), metavar="SECONDS",
+              help="Run again and again, this many seconds apart (for a scheduled service).")
 @click.pass_context
 def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry_run: bool,
-            wait: bool) -> None:
+            wait: bool, every: float | None) -> None:
     """Bring the index up to date with what changed on the wiki since the last crawl.
 
     Reads the wiki's change feed (and each shared repository's upload and deletion log); when
@@ -252,7 +254,20 @@ def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry
     Example:
         wikihash recrawl --dry-run
         wikihash recrawl --since 2026-11-01T00:00:00Z
+        wikihash recrawl --every 86400
     """
+    import time
+
+    while True:
+        _recrawl_once(ctx, database_url, since, dry_run, wait)
+        if every is None:
+            return
+        since = None  # later rounds go on from where the previous one ended
+        time.sleep(every)
+
+
+def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | None,
+                  dry_run: bool, wait: bool) -> None:
     from pipeline.runtime import build_producer, build_recrawler
 
     settings = _settings(ctx)
