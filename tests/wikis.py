@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 CORPUS_IMAGES = HERE.parent.parent / "shared" / "corpus" / "images"
-SMALL_IMAGES = HERE / "data"
+SMALL_IMAGES = HERE / "data" / "images"
 
 
 @dataclass
