@@ -494,7 +494,7 @@ def test_environment_check_reports_a_variable_missing_from_env_example(tree):
 
 
 def test_environment_check_reports_a_drifted_default_and_a_setting_not_passed(tree):
-    edit(tree / "compose.yaml", "${WIKIHASH_THUMB_WIDTH:-250}", "${WIKIHASH_THUMB_WIDTH:-330}")
+    edit(tree / "compose.yaml", "${WIKIHASH_THUMB_WIDTH:-120}", "${WIKIHASH_THUMB_WIDTH:-330}")
     edit(tree / "compose.worker.yaml",
          '      WIKIHASH_MAXLAG: "${WIKIHASH_MAXLAG:-5}"\n', "")
     problems = check_environment([tree / n for n in COMPOSE_FILES], tree / ".env.example")
