@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +20,34 @@ from pipeline import storage
 from tests.conftest import REDIS_URL
 
 E2E_REDIS_DB = 13  # flushed by these tests; nothing else may live there
+
+
+@pytest.fixture(scope="session")
+def broker_base() -> Iterator[str]:
+    """A Redis of this test session's own, so that parallel runs cannot take each other's tasks.
+
+    Falls back to the shared Redis (WIKIHASH_TEST_REDIS_URL) when redis-server is not on PATH.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield REDIS_URL
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @dataclass
@@ -58,9 +89,9 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 @pytest.fixture
-def crawl_env(db_url):
+def crawl_env(db_url, broker_base):
     storage.migrate(db_url)
-    broker = f"{REDIS_URL}/{E2E_REDIS_DB}"
+    broker = f"{broker_base}/{E2E_REDIS_DB}"
     redis.Redis.from_url(broker).flushdb()
     made: list[CrawlEnv] = []
 
