@@ -1,0 +1,106 @@
+"""Export round trip: a crawled fake wiki exported, both dumps restored into fresh databases.
+
+The tutorial's own query on the restored `hashes.sql` must return, for every image used, the same
+articles as `wikihash search --plain --max-distance 3`; the restored `wikihash.dump` must search
+exactly like the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+import psycopg2
+import pytest
+from click.testing import CliRunner
+from test_search import Crawled, crawled  # noqa: F401 - the session crawl fixture
+
+from pipeline import export, imaging, search, storage
+from pipeline.cli import cli
+
+pytestmark = pytest.mark.skipif(shutil.which("psql") is None or shutil.which("pg_restore") is None,
+                                reason="needs psql and pg_restore (postgresql-client)")
+
+
+def _rows(url: str, query: str, args=()) -> list[tuple]:
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def test_export_round_trip(crawled: Crawled, make_database, tmp_path):  # noqa: F811
+    out = tmp_path / "dump"
+    result = CliRunner().invoke(cli, ["export", "--out", str(out)],
+                                env={"WIKIHASH_DATABASE_URL": crawled.db_url})
+    assert result.exit_code == 0, result.output
+    assert "hashes.sql" in result.stderr and "pg_dump" in result.stderr  # progress on stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "SHA256SUMS", "hashes.sql", "manifest.json", "wikihash.dump"]
+
+    # SHA256SUMS in sha256sum format, and it verifies.
+    for line in (out / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ")
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    if shutil.which("sha256sum"):
+        subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=out, check=True)
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    hashes_rows = _rows(crawled.db_url, "SELECT count(*) FROM hashes")[0][0]
+    assert manifest["rows"]["hashes"] == hashes_rows > 0
+    assert manifest["rows"]["pages"] == _rows(crawled.db_url, "SELECT count(*) FROM pages")[0][0]
+    assert manifest["wiki"]["server"] == crawled.server.base_url
+    assert manifest["last_crawl"] and manifest["schema_version"] >= 1
+    assert "dhash" in manifest["hash"]
+
+    # hashes.sql has the tutorial's shape and loads with psql into a database without bktree.
+    text = (out / "hashes.sql").read_text()
+    assert "CREATE EXTENSION IF NOT EXISTS bktree;" in text
+    assert "CREATE TABLE hashes(id integer, hash bigint, url text);" in text
+    assert "COPY hashes (id, hash, url) FROM stdin;" in text
+    assert "USING spgist (hash bktree_ops)" in text
+    plain = make_database(extension=False)
+    with (out / "hashes.sql").open("rb") as sql_file:
+        subprocess.run(["psql", "--quiet", "-v", "ON_ERROR_STOP=1", plain], stdin=sql_file,
+                       check=True, capture_output=True)
+    assert _rows(plain, "SELECT count(*) FROM hashes")[0][0] == hashes_rows
+    assert sorted(_rows(plain, "SELECT id, hash, url FROM hashes")) == sorted(
+        _rows(crawled.db_url, "SELECT id, hash, url FROM hashes"))
+    assert _rows(plain, "SELECT indexdef FROM pg_indexes WHERE tablename = 'hashes'")
+
+    # wikihash.dump restores into a fresh database that has the extension.
+    full = make_database(extension=True)
+    restored = subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", "--dbname", full,
+                               str(out / "wikihash.dump")], capture_output=True, text=True)
+    assert restored.returncode == 0, restored.stderr
+    for table in ("pages", "files", "usages", "wiki_info", "crawl_state", "schema_migrations"):
+        assert _rows(full, f"SELECT count(*) FROM {table}") == _rows(
+            crawled.db_url, f"SELECT count(*) FROM {table}")
+
+    # The tutorial's query on hashes.sql == wikihash search (plain, radius 3) on the source,
+    # and search on the restored full dump == search on the source, for every image used.
+    with storage.connection(crawled.db_url) as source, storage.connection(full) as copy:
+        for name in sorted(crawled.used):
+            data = crawled.data(name)
+            h = imaging.hash_bytes(data).int64
+            tutorial = {u for (u,) in _rows(plain, "SELECT url FROM hashes"
+                                                   " WHERE hash <@ (%s, 3)", (h,))}
+            ours = search.search_bytes(source, data, max_distance=3, probe=("original",))
+            assert tutorial == {a.title.replace(" ", "_") for m in ours.matches
+                                for a in m.articles}, name
+            again = search.search_bytes(copy, data, max_distance=3, probe=("original",))
+            assert again.to_dict() == ours.to_dict()
+
+
+def test_export_fails_cleanly_without_a_database(tmp_path):
+    result = CliRunner().invoke(cli, ["export", "--out", str(tmp_path / "x"), "--database-url",
+                                      "postgresql://postgres@127.0.0.1:1/none"])
+    assert result.exit_code == 1
+    assert "pg_dump failed" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x" / "wikihash.dump").exists()
+    assert export.find_pg_dump()
