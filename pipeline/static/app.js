@@ -80,7 +80,8 @@ function show(answer) {
     const thumb = el("img", { class: "thumb", alt: match.title, loading: "lazy" });
     if (match.thumb_url) thumb.src = match.thumb_url;
     const badge = el("span", { class: "distance" + (match.distance === 0 ? " exact" : "") },
-      match.distance === 0 ? "same hash" : `${match.distance} bits`);
+      match.distance === 0 ? "same hash"
+        : `${match.distance} bit${match.distance === 1 ? "" : "s"}`);
     const title = match.file_url ? el("a", { href: match.file_url }, match.title) : match.title;
     const list = el("ul", { class: "articles" });
     for (const article of match.articles) {
