@@ -15,10 +15,11 @@ import requests
 from urllib3.exceptions import ReadTimeoutError
 
 from pipeline.errors import FetchError, FetchTimeout, ForbiddenURL, HTTPStatusError, TooLarge
-from pipeline.politeness import Bandwidth, DownloadSlots
+from pipeline.politeness import Bandwidth, DownloadSlots, retry_after
 
 CHUNK = 64 * 1024  # bytes read at a time
 MAX_REDIRECTS = 3
+MAX_RETRY_AFTER = 600.0  # seconds, below the broker's visibility timeout (workers/app.py)
 # What an image server may call an image; the bytes are sniffed again when decoded.
 ACCEPTED_TYPES = ("image/", "application/octet-stream")
 
@@ -83,7 +84,14 @@ def _get(session: requests.Session, url: str, deadline: float, max_bytes: int,
             location = response.headers.get("Location", "")
             return urljoin(url, location)
         if response.status_code != 200:
-            raise HTTPStatusError(response.status_code, url)
+            error = HTTPStatusError(response.status_code, url)
+            # Invariant 4: on 429 and 503 the server says when to come back; the task waits
+            # that long before this host sees the file again (workers/tasks.py).
+            error.retry_after = None
+            if response.status_code in (429, 503):
+                wait = retry_after(response.headers.get("Retry-After"), 0.0)
+                error.retry_after = min(MAX_RETRY_AFTER, wait) if wait > 0 else None
+            raise error
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if not content_type.startswith(ACCEPTED_TYPES):
             error = FetchError(f"not an image: Content-Type {content_type or 'missing'}")

@@ -9,6 +9,11 @@ For each generator batch of the walk (up to 500 articles):
 Once the walk is done it keeps reconciling: contents still pending `stale_after` seconds after
 they were sent (their message was lost with Redis, or a worker died) are sent again, until
 nothing is pending. PostgreSQL is the ledger; the queue can always be rebuilt from it.
+
+PostgreSQL or the broker going away mid-crawl does not end the crawl: each step (one batch's
+transaction, one dispatch, one reconciling pass) is retried with backoff on a new connection
+for up to `outage_limit` seconds (docs/reliability.md). A step is one transaction, so a retry
+repeats it whole, and every write in it is idempotent.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg2
 
 from pipeline import ledger
+from pipeline.errors import StorageError
 from pipeline.ledger import Job
 from pipeline.storage import Connection
 from pipeline.wiki import Article, Wiki
@@ -28,6 +37,12 @@ log = logging.getLogger(__name__)
 
 WALK = "walk"  # crawl_state key: the walk in progress
 LAST_CRAWL = "last_crawl"  # crawl_state key: when the last complete walk started
+
+# PostgreSQL unreachable, restarting or shut down under us: wait and reconnect.
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    StorageError, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,6 +66,8 @@ class Producer:
         job_size: int = 25,
         queue_room: Callable[[], int] = lambda: 10_000,
         stale_after: float = 900.0,
+        transient: tuple[type[BaseException], ...] = (),
+        outage_limit: float = 900.0,
     ) -> None:
         self.wiki = wiki
         self._connect = connect
@@ -59,25 +76,60 @@ class Producer:
         self.job_size = job_size  # files per fetch task
         self._queue_room = queue_room  # how many more jobs the queue should take now
         self.stale_after = stale_after  # seconds before a sent job is sent again
+        # Errors of the queue's client (e.g. Redis restarting) that waiting may cure.
+        self._transient = STORAGE_ERRORS + tuple(transient)
+        self.outage_limit = outage_limit  # seconds one step may keep failing before we give up
         self.stats = ProducerStats()
-        self.conn = connect()
+        self.conn = self._retry("connect to PostgreSQL", connect)
 
     def close(self) -> None:
         self.conn.close()
+
+    def _retry(self, what: str, step: Callable[[], T]) -> T:
+        """`step()`, again with backoff while PostgreSQL or the queue is away."""
+        deadline = time.monotonic() + self.outage_limit
+        delay = 0.5  # seconds, doubling up to 15
+        while True:
+            try:
+                return step()
+            except self._transient as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s failed (%s: %s); trying again in %.1f s", what,
+                            type(exc).__name__, str(exc).strip()[:120], delay)
+                time.sleep(delay)
+                delay = min(15.0, delay * 2)
+                if isinstance(exc, STORAGE_ERRORS) or self.conn.closed:
+                    self._reconnect()
+
+    def _reconnect(self) -> None:
+        """A new connection if PostgreSQL answers; else keep the dead one for the next try."""
+        try:
+            conn = self._connect()
+        except StorageError as exc:
+            log.warning("PostgreSQL still unreachable: %s", str(exc).strip()[:120])
+            return
+        try:
+            self.conn.close()
+        except psycopg2.Error:
+            pass
+        self.conn = conn
 
     # -- the walk ----------------------------------------------------------------------------
 
     def walk(self, *, limit: int | None = None, restart: bool = False) -> bool:
         """Walk the articles from the checkpoint; True when the whole wiki has been walked."""
-        with self.conn:
-            state = ledger.get_state(self.conn, WALK)
-            if not restart and isinstance(state, dict) and state.get("done"):
-                log.info("the walk started %s is complete", state["started"])
-                return True
-            wiki_time = self._record_site()
-            if restart or not isinstance(state, dict):
-                # The wiki's own clock: the re-crawl reads its change feed from this time on.
-                state = {"continue": None, "started": wiki_time or _now(), "done": False}
+        def start() -> tuple[object, str | None]:
+            with self.conn:
+                return ledger.get_state(self.conn, WALK), self._record_site()
+
+        state, wiki_time = self._retry("read the walk's checkpoint", start)
+        if not restart and isinstance(state, dict) and state.get("done"):
+            log.info("the walk started %s is complete", state["started"])
+            return True
+        if restart or not isinstance(state, dict):
+            # The wiki's own clock: the re-crawl reads its change feed from this time on.
+            state = {"continue": None, "started": wiki_time or _now(), "done": False}
         for articles, cont in self.wiki.walk_articles(state["continue"]):
             if limit is not None:
                 room = limit - self.stats.articles
@@ -89,8 +141,11 @@ class Producer:
             self._record(articles, state)
             if limit is not None and self.stats.articles >= limit:
                 return state["done"]
-        with self.conn:
-            ledger.set_state(self.conn, LAST_CRAWL, state["started"])
+        def finish() -> None:
+            with self.conn:
+                ledger.set_state(self.conn, LAST_CRAWL, state["started"])
+
+        self._retry("record the finished walk", finish)
         return True
 
     def _record_site(self) -> str | None:
@@ -104,14 +159,18 @@ class Producer:
 
     def _record(self, articles: list[Article], state: dict) -> None:
         """One batch into the ledger in one transaction, then jobs to the queue."""
-        with self.conn:
-            titles = [t for a in articles for t in a.images]
-            new = ledger.unknown_files(self.conn, titles)
-            infos = self.wiki.file_info(new, self.thumb_width) if new else []
-            ledger.upsert_pages(self.conn, articles)
-            ledger.insert_files(self.conn, infos)
-            ledger.set_usages(self.conn, articles)
-            ledger.set_state(self.conn, WALK, state)
+        def write() -> list:
+            with self.conn:
+                titles = [t for a in articles for t in a.images]
+                new = ledger.unknown_files(self.conn, titles)
+                infos = self.wiki.file_info(new, self.thumb_width) if new else []
+                ledger.upsert_pages(self.conn, articles)
+                ledger.insert_files(self.conn, infos)
+                ledger.set_usages(self.conn, articles)
+                ledger.set_state(self.conn, WALK, state)
+            return infos
+
+        infos = self._retry("write a batch to the ledger", write)
         self.stats.articles += len(articles)
         self.stats.new_files += len(infos)
         self.stats.batches += 1
@@ -121,9 +180,14 @@ class Producer:
 
     def dispatch(self) -> int:
         """Send pending contents not yet sent (or sent too long ago); returns jobs sent."""
+        return self._retry("send jobs to the queue", self._dispatch)
+
+    def _dispatch(self) -> int:
         room = self._queue_room()
         if room <= 0:
             return 0
+        # Claimed and sent in one transaction: if the broker refuses a send, the claims roll
+        # back and the jobs go again (some twice: harmless, every write is idempotent).
         with self.conn:
             jobs = ledger.claim_jobs(self.conn, limit=room * self.job_size,
                                      stale_after=self.stale_after)
@@ -133,17 +197,22 @@ class Producer:
         self.stats.jobs_sent += sent
         return sent
 
+    def _counts(self) -> dict[str, int]:
+        def read() -> dict[str, int]:
+            with self.conn:
+                return ledger.counts(self.conn)
+
+        return self._retry("count pending files", read)
+
     def pending(self) -> int:
-        with self.conn:
-            return ledger.counts(self.conn)["pending"]
+        return self._counts()["pending"]
 
     def drain(self, *, poll: float = 2.0, timeout: float | None = None,
               progress: Callable[[dict], None] | None = None) -> bool:
         """Reconcile until nothing is pending; False if `timeout` seconds pass first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self.conn:
-                counts = ledger.counts(self.conn)
+            counts = self._counts()
             if progress:
                 progress(counts)
             if counts["pending"] == 0:

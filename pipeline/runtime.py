@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import kombu.exceptions
 import redis
 
 from pipeline import config, storage
@@ -17,6 +18,9 @@ from pipeline.recrawl import Recrawler
 from pipeline.wiki import Wiki
 
 MAX_QUEUED_JOBS = 200  # fetch tasks waiting in Redis before the producer holds back
+# The broker restarting or unreachable: the producer waits and tries again (docs/reliability.md).
+QUEUE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                kombu.exceptions.OperationalError)
 
 
 def build_wiki(settings: config.Settings) -> Wiki:
@@ -41,7 +45,7 @@ def build_producer(settings: config.Settings, database_url: str, *,
     return Producer(
         build_wiki(settings), lambda: storage.connect(database_url), send,
         thumb_width=settings.thumb_width, job_size=job_size, queue_room=queue_room,
-        stale_after=settings.requeue_after,
+        stale_after=settings.requeue_after, transient=QUEUE_ERRORS,
     )
 
 

@@ -56,6 +56,8 @@ def download(job: dict) -> tuple[bytes, str]:
         try:
             return get(job["thumb_url"]).data, "thumb"
         except HTTPStatusError as exc:
+            if getattr(exc, "retry_after", None) or exc.status == 429:
+                raise  # the server asked us to slow down: not a reason to ask it for more
             log.info("thumbnail of %s failed (%s); fetching the original", job["title"], exc)
     return get(job["url"]).data, "original"
 
@@ -64,7 +66,11 @@ def download(job: dict) -> tuple[bytes, str]:
 def fetch_batch(self: Task, jobs: list[dict], attempt: int = 1) -> None:
     """Download each job's file and pass the bytes on to the hash queue."""
     downloaded, results, again = [], [], []
+    pause = 0.0  # seconds a server asked us to stay away (Retry-After on 429/503)
     for job in jobs:
+        if pause:
+            again.append(job)  # the rest of the batch waits too, untried
+            continue
         try:
             data, source = download(job)
         except ImageRejected as exc:
@@ -72,6 +78,7 @@ def fetch_batch(self: Task, jobs: list[dict], attempt: int = 1) -> None:
         except FetchError as exc:
             if exc.retryable and attempt < MAX_ATTEMPTS:
                 again.append(job)
+                pause = getattr(exc, "retry_after", None) or 0.0
             else:
                 note = f" (after {attempt} attempts)" if exc.retryable else ""
                 results.append(Result(job["sha1"], "failed", reason=f"download: {exc}{note}"))
@@ -83,7 +90,8 @@ def fetch_batch(self: Task, jobs: list[dict], attempt: int = 1) -> None:
     if results:
         write_batch.apply_async(args=[[r.to_message() for r in results]])
     if again:
-        fetch_batch.apply_async(args=[again, attempt + 1], countdown=backoff(attempt))
+        fetch_batch.apply_async(args=[again, attempt + 1],
+                                countdown=max(pause, backoff(attempt)))
 
 
 @app.task(name="wikihash.hash_batch", bind=True)
