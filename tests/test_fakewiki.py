@@ -313,3 +313,30 @@ def test_recentchanges_and_logevents(wikis):
     logs = requests.get(server.api_url, params={
         "action": "query", "list": "logevents", "letype": "upload", "format": "json"}).json()
     assert [e["action"] for e in logs["query"]["logevents"]] == ["overwrite", "upload"]
+
+
+def test_last_generator_batch_spanning_three_responses_keeps_its_position():
+    """Regression: the generator must not start over while its last batch is still listed."""
+
+
+    wiki = FakeWiki()
+    wiki.add_page("Aaa first", images=["A.png"])
+    for i in range(3):
+        wiki.add_page(f"Zzz {i}", images=[f"Img {i}-{j:04d}.png" for j in range(600)])
+    with FakeWikiServer(wiki) as server:
+        session = requests.Session()
+        session.trust_env = False
+        base = {"action": "query", "format": "json", "formatversion": "2",
+                "generator": "allpages", "gaplimit": "2", "prop": "images", "imlimit": "500"}
+        cont: dict = {"continue": ""}
+        seen: list[tuple[str, str]] = []
+        for _ in range(20):
+            answer = session.get(server.api_url, params={**base, **cont}, timeout=10).json()
+            for page in answer["query"]["pages"]:
+                seen += [(page["title"], i["title"]) for i in page.get("images", [])]
+            if "continue" not in answer:
+                break
+            cont = answer["continue"]
+        else:
+            raise AssertionError("the walk did not end")
+    assert len(seen) == len(set(seen)) == 1 + 1800

@@ -296,6 +296,12 @@ def query(req: Request) -> dict:
         if gen_part not in ("", "-"):
             generator_params = {k: req.params[k] for k in gen_part.split("|")
                                 if k in req.params}
+        elif gen_part == "-":
+            # The generator is done, but its last batch is still being listed: its position
+            # must travel on with every response, or a client that merges each `continue`
+            # into its original request would start the generator over.
+            generator_params = {k: v for k, v in req.params.items()
+                                if k.startswith("g") and k.endswith("continue")}
     for module in skip:
         prefix = {**PROP_MODULES, **LIST_MODULES, **META_MODULES}.get(module)
         if prefix:
