@@ -62,20 +62,25 @@ def retry_after(value: str | None, default: float, *, now: float | None = None) 
     return max(0.0, when - (time.time() if now is None else now))
 
 
-_ACQUIRE = """
-local key, limit, now, expiry, token = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]),
-  tonumber(ARGV[3]), ARGV[4]
+# Both scripts read Redis's own clock, so that workers on machines with skewed clocks agree,
+# and so that taking a slot or charging the bucket is one round trip.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+_ACQUIRE = _NOW + """
+local key, limit, lease, token = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
 if redis.call('ZCARD', key) < limit then
-  redis.call('ZADD', key, expiry, token)
+  redis.call('ZADD', key, now + lease, token)
   return 1
 end
 return 0
 """
 
-_CHARGE = """
-local key, rate, burst, now, cost = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]),
-  tonumber(ARGV[3]), tonumber(ARGV[4])
+_CHARGE = _NOW + """
+local key, rate, burst, cost = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HMGET', key, 'tokens', 'ts')
 local tokens, ts = tonumber(state[1]), tonumber(state[2])
 if tokens == nil then tokens, ts = burst, now end
@@ -105,8 +110,7 @@ class DownloadSlots:
         token = uuid.uuid4().hex
         deadline = time.monotonic() + timeout
         while True:
-            now = _redis_time(self._client)
-            if self._acquire(keys=[self._key], args=[self._limit, now, now + self._lease, token]):
+            if self._acquire(keys=[self._key], args=[self._limit, self._lease, token]):
                 break
             if time.monotonic() > deadline:
                 raise FetchTimeout(f"no download slot free after {timeout:.0f} s")
@@ -135,8 +139,7 @@ class Bandwidth:
 
     def charge(self, nbytes: int) -> float:
         """Account for `nbytes` received; returns the seconds the caller must now wait."""
-        wait = self._charge(keys=[self._key],
-                            args=[self._rate, self._burst, _redis_time(self._client), nbytes])
+        wait = self._charge(keys=[self._key], args=[self._rate, self._burst, nbytes])
         return float(wait)
 
     def throttle(self, nbytes: int) -> None:
@@ -146,6 +149,6 @@ class Bandwidth:
 
 
 def _redis_time(client: redis.Redis) -> float:
-    """Redis's clock, so that workers on machines with skewed clocks agree."""
+    """Redis's clock."""
     seconds, micros = client.time()
     return seconds + micros / 1e6
