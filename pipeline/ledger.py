@@ -235,6 +235,7 @@ def unsend(conn: Connection, sha1s: Sequence[str]) -> None:
 # -- results --------------------------------------------------------------------------------
 
 _COLUMNS = ("sha1", "state", "dhash", "low_information", "reason", "hashed_from")
+_STAGING_MADE: set[tuple[int, int]] = set()  # (connection, backend pid) with the staging table
 
 
 def write_results(conn: Connection, results: Sequence[Result]) -> int:
@@ -246,12 +247,21 @@ def write_results(conn: Connection, results: Sequence[Result]) -> int:
         buffer.write("\t".join(_copy_field(getattr(r, c)) for c in _COLUMNS) + "\n")
     buffer.seek(0)
     with conn.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS staged_results (sha1 text, state text, dhash bigint,"
-            " low_information boolean, reason text, hashed_from text) ON COMMIT DELETE ROWS"
-        )
-        cur.execute("TRUNCATE staged_results")
-        cur.copy_from(buffer, "staged_results", columns=_COLUMNS)
+        session = (id(conn), conn.info.backend_pid)
+        if session not in _STAGING_MADE:
+            # Once per session: emptied by every commit, so each batch finds it empty.
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS staged_results (sha1 text, state text,"
+                " dhash bigint, low_information boolean, reason text, hashed_from text)"
+                " ON COMMIT DELETE ROWS"
+            )
+            _STAGING_MADE.add(session)
+        try:
+            cur.copy_from(buffer, "staged_results", columns=_COLUMNS)
+        except BaseException:
+            # The transaction that created the table may be the one failing: make it again.
+            _STAGING_MADE.discard(session)
+            raise
         cur.execute(
             "UPDATE files f SET state = s.state, dhash = s.dhash,"
             " low_information = s.low_information, reason = s.reason,"
