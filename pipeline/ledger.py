@@ -258,18 +258,18 @@ def write_results(conn: Connection, results: Sequence[Result]) -> int:
             _STAGING_MADE.add(session)
         try:
             cur.copy_from(buffer, "staged_results", columns=_COLUMNS)
+            cur.execute(
+                "UPDATE files f SET state = s.state, dhash = s.dhash,"
+                " low_information = s.low_information, reason = s.reason,"
+                " hashed_from = s.hashed_from, attempts = f.attempts + 1, updated_at = now()"
+                " FROM (SELECT DISTINCT ON (sha1) * FROM staged_results"
+                "       ORDER BY sha1, state = 'hashed' DESC) s"
+                " WHERE f.sha1 = s.sha1 AND f.state = 'pending'"
+            )
         except BaseException:
             # The transaction that created the table may be the one failing: make it again.
             _STAGING_MADE.discard(session)
             raise
-        cur.execute(
-            "UPDATE files f SET state = s.state, dhash = s.dhash,"
-            " low_information = s.low_information, reason = s.reason,"
-            " hashed_from = s.hashed_from, attempts = f.attempts + 1, updated_at = now()"
-            " FROM (SELECT DISTINCT ON (sha1) * FROM staged_results"
-            "       ORDER BY sha1, state = 'hashed' DESC) s"
-            " WHERE f.sha1 = s.sha1 AND f.state = 'pending'"
-        )
         return cur.rowcount
 
 
