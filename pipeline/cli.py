@@ -146,7 +146,7 @@ def main() -> None:
 @click.option("--restart", is_flag=True, help="Walk again from the first article.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="After the walk, keep re-sending lost work until nothing is pending.")
-@click.option("--job-size", type=click.IntRange(1, 500), default=25, show_default=True,
+@click.option("--job-size", type=click.IntRange(1, 500), default=100, show_default=True,
               help="Files per fetch task.")
 @click.pass_context
 def crawl(ctx: click.Context, database_url: str | None, limit: int | None, restart: bool,

@@ -63,7 +63,7 @@ class Producer:
         send: Callable[[Sequence[Job]], None],
         *,
         thumb_width: int,
-        job_size: int = 25,
+        job_size: int = 100,
         queue_room: Callable[[], int] = lambda: 10_000,
         stale_after: float = 900.0,
         transient: tuple[type[BaseException], ...] = (),

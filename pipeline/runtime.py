@@ -31,7 +31,7 @@ def build_wiki(settings: config.Settings) -> Wiki:
 
 
 def build_producer(settings: config.Settings, database_url: str, *,
-                   job_size: int = 25) -> Producer:
+                   job_size: int = 100) -> Producer:
     from workers.tasks import fetch_batch
 
     broker = redis.Redis.from_url(settings.broker_url)
