@@ -26,6 +26,7 @@ from workers.app import app, settings
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # file bytes carried by one hash_batch message
 
 
 @functools.cache
@@ -67,6 +68,7 @@ def fetch_batch(self: Task, jobs: list[dict], attempt: int = 1) -> None:
     """Download each job's file and pass the bytes on to the hash queue."""
     downloaded, results, again = [], [], []
     pause = 0.0  # seconds a server asked us to stay away (Retry-After on 429/503)
+    size = 0  # bytes in `downloaded`
     for job in jobs:
         if pause:
             again.append(job)  # the rest of the batch waits too, untried
@@ -85,6 +87,11 @@ def fetch_batch(self: Task, jobs: list[dict], attempt: int = 1) -> None:
         else:
             downloaded.append({"sha1": job["sha1"], "title": job["title"], "source": source,
                                "data": base64.b64encode(data).decode("ascii")})
+            size += len(data)
+            if size > MAX_MESSAGE_BYTES:
+                # Originals can be large: keep each message to the hash queue bounded.
+                hash_batch.apply_async(args=[downloaded])
+                downloaded, size = [], 0
     if downloaded:
         hash_batch.apply_async(args=[downloaded])
     if results:
