@@ -174,8 +174,7 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
                        f"{api.requests} API requests, waited {api.waited:.1f} s for the API"
                        + ("; the walk is complete" if done else ""))
             if wait:
-                producer.drain(progress=lambda c: click.echo(_status_line(c), err=True))
-                click.echo("nothing pending")
+                _drain(producer)
         finally:
             producer.close()
     except WikihashError as exc:
@@ -286,12 +285,17 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
                 return
             producer.dispatch()
             if wait:
-                producer.drain(progress=lambda c: click.echo(_status_line(c), err=True))
-                click.echo("nothing pending")
+                _drain(producer)
         finally:
             producer.close()
     except WikihashError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _drain(producer) -> None:
+    """Wait until nothing is pending, re-sending lost work, with progress on stderr."""
+    producer.drain(progress=lambda counts: click.echo(_status_line(counts), err=True))
+    click.echo("nothing pending")
 
 
 def _status_line(counts: dict) -> str:

@@ -26,7 +26,18 @@ def database_url(name: str) -> str:
     return urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + name))
 
 
-def _admin(sql: str) -> None:
+def sql_rows(url: str, query: str, args: tuple | dict = ()) -> list[tuple]:
+    """Run one statement in its own transaction on `url`; its rows (or [] when it has none)."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def admin_execute(sql: str) -> None:
     conn = psycopg2.connect(ADMIN_URL)
     conn.autocommit = True
     try:
@@ -43,7 +54,7 @@ def make_database() -> Iterator[Callable[..., str]]:
 
     def make(extension: bool = True) -> str:
         name = f"wikihash_test_{uuid.uuid4().hex[:12]}"
-        _admin(f'CREATE DATABASE "{name}"')
+        admin_execute(f'CREATE DATABASE "{name}"')
         made.append(name)
         url = database_url(name)
         if extension:
@@ -56,7 +67,7 @@ def make_database() -> Iterator[Callable[..., str]]:
 
     yield make
     for name in made:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

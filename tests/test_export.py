@@ -12,26 +12,18 @@ import json
 import shutil
 import subprocess
 
-import psycopg2
 import pytest
 from click.testing import CliRunner
 from test_search import Crawled, crawled  # noqa: F401 - the session crawl fixture
 
 from pipeline import export, imaging, search, storage
 from pipeline.cli import cli
+from tests.conftest import sql_rows
 
 pytestmark = pytest.mark.skipif(shutil.which("psql") is None or shutil.which("pg_restore") is None,
                                 reason="needs psql and pg_restore (postgresql-client)")
 
 
-def _rows(url: str, query: str, args=()) -> list[tuple]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def test_export_round_trip(crawled: Crawled, make_database, tmp_path):  # noqa: F811
@@ -51,9 +43,9 @@ def test_export_round_trip(crawled: Crawled, make_database, tmp_path):  # noqa: 
         subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=out, check=True)
 
     manifest = json.loads((out / "manifest.json").read_text())
-    hashes_rows = _rows(crawled.db_url, "SELECT count(*) FROM hashes")[0][0]
+    hashes_rows = sql_rows(crawled.db_url, "SELECT count(*) FROM hashes")[0][0]
     assert manifest["rows"]["hashes"] == hashes_rows > 0
-    assert manifest["rows"]["pages"] == _rows(crawled.db_url, "SELECT count(*) FROM pages")[0][0]
+    assert manifest["rows"]["pages"] == sql_rows(crawled.db_url, "SELECT count(*) FROM pages")[0][0]
     assert manifest["wiki"]["server"] == crawled.server.base_url
     assert manifest["last_crawl"] and manifest["schema_version"] >= 1
     assert "dhash" in manifest["hash"]
@@ -68,10 +60,10 @@ def test_export_round_trip(crawled: Crawled, make_database, tmp_path):  # noqa: 
     with (out / "hashes.sql").open("rb") as sql_file:
         subprocess.run(["psql", "--quiet", "-v", "ON_ERROR_STOP=1", plain], stdin=sql_file,
                        check=True, capture_output=True)
-    assert _rows(plain, "SELECT count(*) FROM hashes")[0][0] == hashes_rows
-    assert sorted(_rows(plain, "SELECT id, hash, url FROM hashes")) == sorted(
-        _rows(crawled.db_url, "SELECT id, hash, url FROM hashes"))
-    assert _rows(plain, "SELECT indexdef FROM pg_indexes WHERE tablename = 'hashes'")
+    assert sql_rows(plain, "SELECT count(*) FROM hashes")[0][0] == hashes_rows
+    assert sorted(sql_rows(plain, "SELECT id, hash, url FROM hashes")) == sorted(
+        sql_rows(crawled.db_url, "SELECT id, hash, url FROM hashes"))
+    assert sql_rows(plain, "SELECT indexdef FROM pg_indexes WHERE tablename = 'hashes'")
 
     # wikihash.dump restores into a fresh database that has the extension.
     full = make_database(extension=True)
@@ -79,7 +71,7 @@ def test_export_round_trip(crawled: Crawled, make_database, tmp_path):  # noqa: 
                                str(out / "wikihash.dump")], capture_output=True, text=True)
     assert restored.returncode == 0, restored.stderr
     for table in ("pages", "files", "usages", "wiki_info", "crawl_state", "schema_migrations"):
-        assert _rows(full, f"SELECT count(*) FROM {table}") == _rows(
+        assert sql_rows(full, f"SELECT count(*) FROM {table}") == sql_rows(
             crawled.db_url, f"SELECT count(*) FROM {table}")
 
     # The tutorial's query on hashes.sql == wikihash search (plain, radius 3) on the source,
@@ -88,7 +80,7 @@ def test_export_round_trip(crawled: Crawled, make_database, tmp_path):  # noqa: 
         for name in sorted(crawled.used):
             data = crawled.data(name)
             h = imaging.hash_bytes(data).int64
-            tutorial = {u for (u,) in _rows(plain, "SELECT url FROM hashes"
+            tutorial = {u for (u,) in sql_rows(plain, "SELECT url FROM hashes"
                                                    " WHERE hash <@ (%s, 3)", (h,))}
             ours = search.search_bytes(source, data, max_distance=3, probe=("original",))
             assert tutorial == {a.title.replace(" ", "_") for m in ours.matches

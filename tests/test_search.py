@@ -27,7 +27,7 @@ from wikis import Truth, build_wiki
 
 from pipeline import imaging, search, storage, variants
 from pipeline.cli import cli
-from tests.conftest import ADMIN_URL, REDIS_URL, database_url
+from tests.conftest import REDIS_URL, admin_execute, database_url, sql_rows
 
 SEARCH_REDIS_DB = 11  # flushed by the session crawl; nothing else may live there
 
@@ -47,26 +47,11 @@ class Crawled:
         return record.current.data
 
     def rows(self, query: str, args=()) -> list[tuple]:
-        conn = psycopg2.connect(self.db_url)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(query, args)
-                return cur.fetchall()
-        finally:
-            conn.close()
+        return sql_rows(self.db_url, query, args)
 
 
 _SESSION: dict[str, Crawled] = {}
 
-
-def _admin(statement: str) -> None:
-    conn = psycopg2.connect(ADMIN_URL)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +63,7 @@ def crawled(request) -> Crawled:
     url = database_url(name)
     storage.migrate(url)
     request.session.config.add_cleanup(
-        lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        lambda: admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     wiki, commons, truth = build_wiki(articles=60, generated=10, big_article_images=0)
     shared = FakeWikiServer(commons).start()
     server = FakeWikiServer(wiki).start()

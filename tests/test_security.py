@@ -21,7 +21,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 import yaml
@@ -33,6 +32,7 @@ from pipeline.cli import cli
 from pipeline.ledger import Result
 from pipeline.producer import Producer
 from pipeline.wiki import Wiki
+from tests.conftest import sql_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -251,14 +251,6 @@ FILES = [
 ]
 
 
-def _rows(db_url: str, query: str, args: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def test_hostile_titles_round_trip_through_crawl_search_and_export(db_url, make_database,
@@ -292,11 +284,11 @@ def test_hostile_titles_round_trip_through_crawl_search_and_export(db_url, make_
         with storage.connection(db_url) as conn:
             ledger.write_results(conn, results)
 
-    assert sorted(t for (t,) in _rows(db_url, "SELECT title FROM pages")) == sorted(TITLES)
-    assert sorted(t for (t,) in _rows(db_url, "SELECT title FROM files")) == sorted(FILES)
-    assert _rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'") == [(len(FILES),)]
+    assert sorted(t for (t,) in sql_rows(db_url, "SELECT title FROM pages")) == sorted(TITLES)
+    assert sorted(t for (t,) in sql_rows(db_url, "SELECT title FROM files")) == sorted(FILES)
+    assert sql_rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'") == [(len(FILES),)]
     # Nothing was dropped or altered by a title: the tables are all there.
-    tables = {t for (t,) in _rows(db_url, "SELECT tablename FROM pg_tables"
+    tables = {t for (t,) in sql_rows(db_url, "SELECT tablename FROM pg_tables"
                                           " WHERE schemaname = 'public'")}
     assert {"pages", "files", "usages", "crawl_state"} <= tables
 
@@ -317,5 +309,5 @@ def test_hostile_titles_round_trip_through_crawl_search_and_export(db_url, make_
                              str(tmp_path / "out" / "hashes.sql")],
                             capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
-    urls = {u for (u,) in _rows(target, "SELECT url FROM hashes")}
+    urls = {u for (u,) in sql_rows(target, "SELECT url FROM hashes")}
     assert urls == {t.replace(" ", "_") for t in TITLES}

@@ -5,17 +5,7 @@ from click.testing import CliRunner
 
 from pipeline import storage
 from pipeline.cli import cli
-from tests.conftest import database_url
-
-
-def _fetch(url, query, args=()):
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
+from tests.conftest import database_url, sql_rows
 
 
 def test_migrations_are_numbered_and_ordered():
@@ -27,7 +17,7 @@ def test_migrations_are_numbered_and_ordered():
 def test_db_init_creates_database_and_is_idempotent(make_database):
     # A database that does not exist yet: db init creates it.
     url = make_database(extension=False)
-    _fetch(database_url("postgres"), "SELECT 1")
+    sql_rows(database_url("postgres"), "SELECT 1")
     name = url.rsplit("/", 1)[1] + "_new"
     new_url = database_url(name)
     try:
@@ -37,7 +27,7 @@ def test_db_init_creates_database_and_is_idempotent(make_database):
         second = CliRunner().invoke(cli, ["db", "init", "--database-url", new_url])
         assert second.exit_code == 0, second.output
         assert "up to date" in second.output and "applied" not in second.output
-        versions = _fetch(new_url, "SELECT version FROM schema_migrations ORDER BY 1")
+        versions = sql_rows(new_url, "SELECT version FROM schema_migrations ORDER BY 1")
         assert [v for (v,) in versions] == [m.version for m in storage.migrations()]
     finally:
         conn = psycopg2.connect(database_url("postgres"))
@@ -56,26 +46,26 @@ def test_no_create_refuses_missing_database():
 
 def test_hashes_view_has_the_tutorial_shape(db_url):
     storage.migrate(db_url)
-    cols = _fetch(
+    cols = sql_rows(
         db_url,
         "SELECT column_name, data_type FROM information_schema.columns"
         " WHERE table_name = 'hashes' ORDER BY ordinal_position",
     )
     assert cols == [("id", "integer"), ("hash", "bigint"), ("url", "text")]
-    _fetch(db_url, "INSERT INTO pages (page_id, title, rev_id) VALUES (7, 'Tour Eiffel', 1)"
+    sql_rows(db_url, "INSERT INTO pages (page_id, title, rev_id) VALUES (7, 'Tour Eiffel', 1)"
                    " RETURNING 1")
-    _fetch(db_url, "INSERT INTO files (title, sha1, state, dhash) VALUES"
+    sql_rows(db_url, "INSERT INTO files (title, sha1, state, dhash) VALUES"
                    " ('Tour.jpg', 'aa', 'hashed', -1), ('Other.png', 'bb', 'pending', NULL)"
                    " RETURNING 1")
-    _fetch(db_url, "INSERT INTO usages (page_id, file_id) SELECT 7, file_id FROM files"
+    sql_rows(db_url, "INSERT INTO usages (page_id, file_id) SELECT 7, file_id FROM files"
                    " RETURNING 1")
-    rows = _fetch(db_url, "SELECT hash, url FROM hashes WHERE hash <@ (-2, 3)")
+    rows = sql_rows(db_url, "SELECT hash, url FROM hashes WHERE hash <@ (-2, 3)")
     assert rows == [(-1, "Tour_Eiffel")]
 
 
 def test_dhash_index_is_used_by_the_tutorial_query(db_url):
     storage.migrate(db_url)
-    plan = _fetch(
+    plan = sql_rows(
         db_url,
         "SET enable_seqscan = off; EXPLAIN SELECT url FROM hashes WHERE hash <@ (0, 3)",
     )

@@ -7,30 +7,22 @@ missing files marked missing.
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
 import requests
 from fakewiki import FakeWikiServer, Faults
 from wikis import build_wiki
 
 from pipeline import imaging
+from tests.conftest import sql_rows
 
 pytestmark = pytest.mark.slow
 
 
-def ledger_rows(db_url, query, args=()):
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def assert_ledger_matches(db_url, truth, server):
     """The ledger equals the wiki's truth, and every hash is the canonical hash of its bytes."""
-    usages = ledger_rows(db_url, "SELECT p.title, f.title FROM pages p"
+    usages = sql_rows(db_url, "SELECT p.title, f.title FROM pages p"
                                  " LEFT JOIN usages u USING (page_id)"
                                  " LEFT JOIN files f USING (file_id)")
     found: dict[str, set[str]] = {}
@@ -41,14 +33,14 @@ def assert_ledger_matches(db_url, truth, server):
     assert found == truth.articles
 
     # Files used by an article; a file no article uses any more is out of the index.
-    states = dict(ledger_rows(db_url, "SELECT title, state FROM files f WHERE EXISTS"
+    states = dict(sql_rows(db_url, "SELECT title, state FROM files f WHERE EXISTS"
                                       " (SELECT 1 FROM usages u WHERE u.file_id = f.file_id)"))
     assert {t for t, s in states.items() if s == "missing"} == truth.missing
     assert {t for t, s in states.items() if s == "unsupported"} == truth.unsupported
     assert {t for t, s in states.items() if s == "failed"} == truth.corrupt
     assert "pending" not in states.values()
 
-    hashed = ledger_rows(db_url, "SELECT title, dhash, coalesce(thumb_url, url), hashed_from,"
+    hashed = sql_rows(db_url, "SELECT title, dhash, coalesce(thumb_url, url), hashed_from,"
                                  " low_information FROM files f WHERE state = 'hashed' AND"
                                  " EXISTS (SELECT 1 FROM usages u WHERE u.file_id = f.file_id)")
     assert len(hashed) == len(states) - len(truth.missing | truth.unsupported | truth.corrupt)
@@ -72,7 +64,7 @@ def test_full_crawl_matches_the_wiki(db_url, crawl_env):
         # Each distinct content was downloaded once, from the wiki's own hosts.
         hits = server.file_hits + shared.file_hits
         assert hits and max(hits.values()) == 1, hits.most_common(3)
-        contents = ledger_rows(db_url, "SELECT count(DISTINCT sha1) FROM files"
+        contents = sql_rows(db_url, "SELECT count(DISTINCT sha1) FROM files"
                                        " WHERE state IN ('hashed', 'failed')")[0][0]
         # The thumbnailer cannot scale the corrupt file: its original is tried after the thumb.
         fallbacks = [path for path in hits if "Broken.jpg" in path]
@@ -84,11 +76,11 @@ def test_full_crawl_matches_the_wiki(db_url, crawl_env):
         assert_ledger_matches(db_url, truth, server)
 
         # The tutorial's query finds an article through its image.
-        title, dhash = ledger_rows(db_url, "SELECT p.title, f.dhash FROM files f"
+        title, dhash = sql_rows(db_url, "SELECT p.title, f.dhash FROM files f"
                                            " JOIN usages USING (file_id) JOIN pages p"
                                            " USING (page_id) WHERE f.state = 'hashed'"
                                            " LIMIT 1")[0]
-        urls = {u for (u,) in ledger_rows(db_url, "SELECT url FROM hashes"
+        urls = {u for (u,) in sql_rows(db_url, "SELECT url FROM hashes"
                                                   " WHERE hash <@ (%s, 3)", (dhash,))}
         assert title.replace(" ", "_") in urls
 

@@ -11,9 +11,10 @@ import time
 
 import pytest
 from fakewiki import FakeWikiServer, Faults
-from test_crawl import assert_ledger_matches, ledger_rows
+from test_crawl import assert_ledger_matches
 from wikis import build_wiki
 
+from tests.conftest import sql_rows
 from tests.e2e.conftest import stop
 
 pytestmark = pytest.mark.slow
@@ -36,12 +37,12 @@ def test_killed_producer_resumes_from_its_checkpoint(db_url, crawl_env):
             producer = env.start("crawl")
 
             def checkpointed():
-                rows = ledger_rows(db_url, "SELECT value FROM crawl_state WHERE key = 'walk'")
+                rows = sql_rows(db_url, "SELECT value FROM crawl_state WHERE key = 'walk'")
                 return rows and rows[0][0]["continue"] and not rows[0][0]["done"]
 
             wait_for(checkpointed, 120, "the first checkpoint")
             stop(producer, signal.SIGKILL)
-            walked_before = ledger_rows(db_url, "SELECT count(*) FROM pages")[0][0]
+            walked_before = sql_rows(db_url, "SELECT count(*) FROM pages")[0][0]
             assert 0 < walked_before < len(truth.articles)
             server.reset_logs()
             result = env.wikihash("crawl", timeout=300)
@@ -59,7 +60,7 @@ def test_killed_worker_loses_nothing(db_url, crawl_env):
         env = crawl_env(server.api_url, WIKIHASH_REQUEUE_AFTER="5")
         first = env.start("worker", "-c", "2", "--loglevel", "WARNING")
         producer = env.start("crawl")
-        wait_for(lambda: ledger_rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'"
+        wait_for(lambda: sql_rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'"
                                      )[0][0] > 10, 120, "some files hashed")
         stop(first, signal.SIGKILL)  # the whole worker, mid-batch
         with env.workers(2):
@@ -67,7 +68,7 @@ def test_killed_worker_loses_nothing(db_url, crawl_env):
         assert producer.returncode == 0, producer.stderr.read()[-3000:]
         assert_ledger_matches(db_url, truth, server)
         # Hashed once in the ledger: no file's result was applied twice.
-        assert ledger_rows(db_url, "SELECT max(attempts) FROM files WHERE state = 'hashed'"
+        assert sql_rows(db_url, "SELECT max(attempts) FROM files WHERE state = 'hashed'"
                            ) == [(1,)]
 
 
@@ -89,7 +90,7 @@ def test_api_pushback_is_honoured(db_url, crawl_env):
         assert waited >= 12 and elapsed >= 12
         statuses = [r.status for r in server.requests]
         assert statuses.count(429) == 2 and statuses.count(503) == 2
-        reason = ledger_rows(db_url, "SELECT reason FROM files WHERE title = %s",
+        reason = sql_rows(db_url, "SELECT reason FROM files WHERE title = %s",
                              ("Generated 005.jpg",))
         assert reason and reason[0][0].startswith("API error")
         assert_ledger_matches(db_url, truth, server)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 from fakewiki import FakeWiki, FakeWikiServer, Faults
-from test_crawl import ledger_rows
 from test_hostile import CASES, truncated
 from wikis import generated_image
+
+from tests.conftest import sql_rows
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ class PeakMemory:
 
 
 def _states(db_url: str) -> dict[str, tuple[str, str | None]]:
-    return {t: (s, r) for t, s, r in ledger_rows(db_url, "SELECT title, state, reason FROM files")}
+    return {t: (s, r) for t, s, r in sql_rows(db_url, "SELECT title, state, reason FROM files")}
 
 
 def _crawl(env, worker_env_timeout: float) -> tuple[float, int, bool]:

@@ -11,10 +11,10 @@ import time
 import pytest
 import requests
 from fakewiki import FakeWikiServer
-from test_crawl import assert_ledger_matches, ledger_rows
+from test_crawl import assert_ledger_matches
 from wikis import build_wiki
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sql_rows
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_flower_requires_a_password(crawl_env):
 
 def test_status_reports_progress(db_url, crawl_env):
     env = crawl_env("http://127.0.0.1:9/w/api.php")
-    ledger_rows(db_url, "INSERT INTO files (title, sha1, state) VALUES ('A.png', 'a', 'pending'),"
+    sql_rows(db_url, "INSERT INTO files (title, sha1, state) VALUES ('A.png', 'a', 'pending'),"
                         " ('B.png', 'b', 'missing') RETURNING 1")
     result = env.wikihash("status", "--json", timeout=60)
     assert result.returncode == 0, result.stderr

@@ -6,10 +6,11 @@ import signal
 
 import pytest
 from fakewiki import FakeWikiServer, Faults
-from test_crawl import assert_ledger_matches, ledger_rows
+from test_crawl import assert_ledger_matches
 from test_crawl_faults import wait_for
 from wikis import build_wiki, current_truth, generated_image, sync_clocks
 
+from tests.conftest import sql_rows
 from tests.e2e.conftest import stop
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def test_recrawl_applies_every_kind_of_change(db_url, crawl_env):
             crawl = env.wikihash("crawl", timeout=300)
             assert crawl.returncode == 0, crawl.stderr[-3000:]
             crawl_requests = len(server.requests)
-            before = dict(ledger_rows(db_url, "SELECT title, dhash FROM files"))
+            before = dict(sql_rows(db_url, "SELECT title, dhash FROM files"))
 
             names = apply_changes(wiki, commons)
             server.reset_logs()
@@ -63,7 +64,7 @@ def test_recrawl_applies_every_kind_of_change(db_url, crawl_env):
             assert "article removed: Article 0010" in dry.stdout
             assert f"file changed: {names['overwritten']}" in dry.stdout
             # A dry run changes nothing.
-            assert dict(ledger_rows(db_url, "SELECT title, dhash FROM files")) == before
+            assert dict(sql_rows(db_url, "SELECT title, dhash FROM files")) == before
 
             server.reset_logs()
             shared_server.reset_logs()
@@ -74,15 +75,15 @@ def test_recrawl_applies_every_kind_of_change(db_url, crawl_env):
         assert "Article eleven" in truth.articles and "Article 0011" not in truth.articles
         assert_ledger_matches(db_url, truth, server)
         # The moved article kept its page id.
-        assert ledger_rows(db_url, "SELECT page_id FROM pages WHERE title = 'Article eleven'"
+        assert sql_rows(db_url, "SELECT page_id FROM pages WHERE title = 'Article eleven'"
                            ) == [(wiki.page("Article eleven").pageid,)]
         # Replaced contents were hashed again; deleted files no longer match searches.
-        after = dict(ledger_rows(db_url, "SELECT title, dhash FROM files"))
+        after = dict(sql_rows(db_url, "SELECT title, dhash FROM files"))
         for name in (names["overwritten"], names["shared_overwritten"]):
             assert after[name] is not None and after[name] != before[name]
         for name in (names["deleted_file"], names["shared_deleted"]):
             assert after[name] is None
-        hashes_urls = {u for (u,) in ledger_rows(db_url, "SELECT url FROM hashes")}
+        hashes_urls = {u for (u,) in sql_rows(db_url, "SELECT url FROM hashes")}
         assert "Article_0020" not in hashes_urls and "Article_0010" not in hashes_urls
 
         # Cost follows the changes: a dozen changes in a wiki of 5,000 articles.
@@ -105,7 +106,7 @@ def test_recrawl_falls_back_to_a_walk_when_the_feed_does_not_reach(db_url, crawl
         assert result.returncode == 0, result.stderr[-3000:]
         assert "walk from" in result.stdout
         assert_ledger_matches(db_url, current_truth(wiki, corrupt={"Broken.jpg"}), server)
-        after = dict(ledger_rows(db_url, "SELECT title, dhash FROM files"))
+        after = dict(sql_rows(db_url, "SELECT title, dhash FROM files"))
         assert after[names["deleted_file"]] is None and after[names["shared_deleted"]] is None
 
 
@@ -124,7 +125,7 @@ def test_killed_recrawl_resumes_to_the_same_state(db_url, crawl_env):
             sync_clocks(wiki, commons)
             faults.api_delay = 0.2
             first = env.start("recrawl")
-            wait_for(lambda: ledger_rows(db_url, "SELECT value->'cont' FROM crawl_state"
+            wait_for(lambda: sql_rows(db_url, "SELECT value->'cont' FROM crawl_state"
                                                  " WHERE key = 'recrawl'") not in ([], [(None,)]),
                      120, "a re-crawl checkpoint")
             stop(first, signal.SIGKILL)
@@ -132,5 +133,5 @@ def test_killed_recrawl_resumes_to_the_same_state(db_url, crawl_env):
             result = env.wikihash("recrawl", timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert_ledger_matches(db_url, current_truth(wiki, corrupt={"Broken.jpg"}), server)
-        assert ledger_rows(db_url, "SELECT dhash FROM files WHERE title = %s",
+        assert sql_rows(db_url, "SELECT dhash FROM files WHERE title = %s",
                            (names["deleted_file"],)) == [(None,)]

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import redis
 from fakewiki import FakeWikiServer, Faults
-from test_crawl import assert_ledger_matches, ledger_rows
+from test_crawl import assert_ledger_matches
 from test_crawl_faults import wait_for
 from wikis import build_wiki
 
 from pipeline import storage
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sql_rows
 from tests.e2e.conftest import CrawlEnv, stop
 from tests.services import ThrowawayPostgres, ThrowawayRedis
 
@@ -47,22 +47,22 @@ def environment(database_url: str, broker_url: str, api_url: str, **extra: str) 
 
 
 def hashed(db_url: str) -> int:
-    return ledger_rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'")[0][0]
+    return sql_rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'")[0][0]
 
 
 def walk_started(db_url: str) -> bool:
-    rows = ledger_rows(db_url, "SELECT value FROM crawl_state WHERE key = 'walk'")
+    rows = sql_rows(db_url, "SELECT value FROM crawl_state WHERE key = 'walk'")
     return bool(rows and rows[0][0].get("continue"))
 
 
 def walk_done(db_url: str) -> bool:
-    rows = ledger_rows(db_url, "SELECT value FROM crawl_state WHERE key = 'walk'")
+    rows = sql_rows(db_url, "SELECT value FROM crawl_state WHERE key = 'walk'")
     return bool(rows and rows[0][0].get("done"))
 
 
 def applied_once(db_url: str) -> None:
     """No file's result was written twice (write_results counts attempts per applied result)."""
-    assert ledger_rows(db_url, "SELECT max(attempts) FROM files WHERE state <> 'pending'"
+    assert sql_rows(db_url, "SELECT max(attempts) FROM files WHERE state <> 'pending'"
                        " AND attempts > 0") == [(1,)]
 
 
