@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from wikis import generated_image  # noqa: E402
 
-from pipeline import imaging, search, storage, variants  # noqa: E402
+from pipeline import config, imaging, search, storage, variants  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "images"
 ADMIN_URL = os.environ.get("WIKIHASH_TEST_ADMIN_URL",
@@ -195,12 +195,11 @@ def main() -> None:
                         help="generated images besides the corpus")
     parser.add_argument("--radii", default="2,4,6,8,10,12")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "search.md"))
-    parser.add_argument("--append-to", help="insert the report into this Markdown file's"
-                        " '## Benchmark' section instead of printing only")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "search.md"),
+                        help="the Markdown file whose bench:start/bench:end section is rewritten")
     args = parser.parse_args()
     radii = [int(r) for r in args.radii.split(",")]
-    width = int(os.environ.get("WIKIHASH_THUMB_WIDTH", "250"))
+    width = config.load().thumb_width
     rnd = random.Random(args.seed)
     files = images(args.generated)
     name = f"wikihash_bench_search_{uuid.uuid4().hex[:8]}"
@@ -278,8 +277,8 @@ def main() -> None:
     ]
     report = "\n".join(lines) + "\n"
     print(report)
-    if args.append_to:
-        path = Path(args.append_to)
+    if args.out:
+        path = Path(args.out)
         text = path.read_text()
         start = text.index("<!-- bench:start -->") + len("<!-- bench:start -->")
         end = text.index("<!-- bench:end -->")
