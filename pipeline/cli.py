@@ -440,9 +440,21 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
             click.echo("       (no article uses it)")
 
 
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 @cli.command()
 @database_option
-@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on; beyond loopback it needs WIKIHASH_SERVE_AUTH.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--max-upload", type=click.IntRange(min=1), default=20 * 1024 * 1024,
               show_default=True, help="Largest request body in bytes.")
@@ -461,10 +473,13 @@ def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
     from pipeline import safeurl, web
 
     settings = _settings(ctx)
+    if not _is_loopback(address) and ":" not in settings.serve_auth:
+        raise click.ClickException(
+            f"{address} is reachable beyond this machine: set WIKIHASH_SERVE_AUTH=user:password")
     app = web.create_app(web.WebSettings(
         database_url=_database_url(ctx, database_url), max_fetch_bytes=settings.max_bytes,
         fetch_timeout=settings.fetch_timeout, max_upload_bytes=max_upload,
-        allow_hosts=safeurl.normalise_allow(allow_hosts)))
+        allow_hosts=safeurl.normalise_allow(allow_hosts), auth=settings.serve_auth))
     click.echo(f"wikihash: serving http://{address}:{port}/", err=True)
     uvicorn.run(app, host=address, port=port, log_level="warning", proxy_headers=False)
 

@@ -100,6 +100,9 @@ SETTINGS: tuple[Setting, ...] = (
             secret=True),
     Setting("flower_auth", "WIKIHASH_FLOWER_AUTH", _text, "",
             "Flower basic auth as user:password; Flower refuses to start without it", secret=True),
+    Setting("serve_auth", "WIKIHASH_SERVE_AUTH", _text, "",
+            "search page basic auth as user:password; required to serve beyond loopback",
+            secret=True),
 )
 
 

@@ -14,6 +14,8 @@ allow-list for tests), uploads are capped as they stream in by `BodyLimit`.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import logging
 from dataclasses import dataclass, field
@@ -55,6 +57,28 @@ class WebSettings:
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     allow_hosts: frozenset[str] = field(default_factory=frozenset)
     max_distance: int = search.DEFAULT_MAX_DISTANCE
+    auth: str = ""  # "user:password" for HTTP basic auth; empty: no authentication
+
+
+_CHALLENGE = 'Basic realm="wikihash"'  # what a browser is asked to answer with a password
+
+
+class BasicAuth:
+    """ASGI middleware: 401 unless the request carries the configured user and password."""
+
+    def __init__(self, app, credentials: str) -> None:
+        self.app = app
+        self.expected = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse({"error": "authentication required"}, status_code=401,
+                                        headers={"WWW-Authenticate": _CHALLENGE})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(Exception):
@@ -200,7 +224,8 @@ def create_app(settings: WebSettings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BodyLimit, limit=settings.max_upload_bytes)],
+        middleware=([Middleware(BasicAuth, credentials=settings.auth)] if settings.auth else [])
+        + [Middleware(BodyLimit, limit=settings.max_upload_bytes)],
         exception_handlers={WikihashError: wikihash_error, HTTPException: http_error,
                             Exception: internal_error},
     )

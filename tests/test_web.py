@@ -264,3 +264,27 @@ def test_stats_and_page(client, crawled):  # noqa: F811
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="file"' in page.text and 'id="url"' in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_basic_auth_guards_every_route(tmp_path):
+    app = web.create_app(web.WebSettings(database_url="postgresql://postgres@127.0.0.1:1/none",
+                                         auth="reader:long-passphrase"))
+    anonymous = TestClient(app, raise_server_exceptions=False)
+    for path in ("/", "/api/stats"):
+        response = anonymous.get(path)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert anonymous.post("/api/search", data={"url": "http://x"}).status_code == 401
+    assert anonymous.get("/", auth=("reader", "wrong")).status_code == 401
+    assert anonymous.get("/", auth=("reader", "long-passphrase")).status_code == 200
+
+
+def test_serve_beyond_loopback_needs_a_password(monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    monkeypatch.delenv("WIKIHASH_SERVE_AUTH", raising=False)
+    refused = CliRunner().invoke(cli, ["serve", "--address", "0.0.0.0"])
+    assert refused.exit_code == 1
+    assert "WIKIHASH_SERVE_AUTH" in refused.output
