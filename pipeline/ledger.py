@@ -225,6 +225,14 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float) -> list[Job]
         return [Job(*row) for row in cur.fetchall()]
 
 
+def touch_jobs(conn: Connection, sha1s: Sequence[str]) -> None:
+    """Mark these jobs as alive (a worker holds them back on purpose), so that the reconciler
+    does not take them for lost and send them a second time."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE files SET enqueued_at = now() WHERE sha1 = ANY(%s)"
+                    " AND state = 'pending'", (list(sha1s),))
+
+
 def unsend(conn: Connection, sha1s: Sequence[str]) -> None:
     """Forget that these jobs were sent (the broker refused them), so they go again at once."""
     with conn.cursor() as cur:

@@ -99,6 +99,19 @@ def fetch_batch(self: Task, jobs: list[dict], attempt: int = 1) -> None:
     if again:
         fetch_batch.apply_async(args=[again, attempt + 1],
                                 countdown=max(pause, backoff(attempt)))
+        _keep_alive([job["sha1"] for job in again])
+
+
+def _keep_alive(sha1s: list[str]) -> None:
+    """Tell the ledger these jobs are waiting on purpose; best effort (the reconciler's timeout
+    is the fallback, and a job sent twice is harmless, only wasteful)."""
+    try:
+        conn = _connection()
+        with conn:
+            ledger.touch_jobs(conn, sha1s)
+    except (StorageError, storage.psycopg2.Error) as exc:
+        _held.pop("conn", None)
+        log.warning("could not mark %d delayed jobs as alive: %s", len(sha1s), exc)
 
 
 @app.task(name="wikihash.hash_batch", bind=True)

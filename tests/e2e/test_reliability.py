@@ -165,9 +165,10 @@ def test_file_server_retry_after_is_honoured(db_url, crawl_env):
     with FakeWikiServer(commons, faults=faults) as shared, \
             FakeWikiServer(wiki, faults=faults) as server:
         log = _timed_file_log(server, shared)
-        # One job holds every file here and waits 4 x 7 s: the reconciler must not re-send it
-        # meanwhile (that second copy would not know about the first one's Retry-After).
-        env = crawl_env(server.api_url, WIKIHASH_REQUEUE_AFTER="300")
+        # One job holds every file here and waits 4 x 7 s, longer than the reconciler's 10 s:
+        # each wait marks the job alive, so it is not re-sent meanwhile (a second copy would
+        # not know about the first one's Retry-After).
+        env = crawl_env(server.api_url, WIKIHASH_REQUEUE_AFTER="10")
         with env.workers(2):
             result = env.wikihash("crawl", timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
