@@ -9,7 +9,6 @@ process it started.  It skips when initdb is not installed.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -21,22 +20,8 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-
-PG_BIN = Path(os.environ.get("WIKIHASH_PG_BIN", "/usr/lib/postgresql/15/bin"))
-RUN_AS = "postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    """Run as the postgres user when we are root (initdb refuses root)."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", RUN_AS, "--", *args]
-    return args
+from services import PG_BIN, RUN_AS, _as_postgres, require_postgres_binaries
+from services import free_port as _free_port
 
 
 class Cluster:
@@ -133,15 +118,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"initdb not found in {PG_BIN}: cannot run a throwaway cluster")
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(RUN_AS)
-        except KeyError:
-            pytest.skip(f"running as root and there is no {RUN_AS} user to run initdb")
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser")
+    require_postgres_binaries()
     root = Path(tempfile.mkdtemp(prefix="bktree_crash_"))
     if os.geteuid() == 0:
         shutil.chown(root, RUN_AS, RUN_AS)

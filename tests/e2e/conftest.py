@@ -88,6 +88,23 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
+def environment(database_url: str, broker_url: str, api_url: str, **extra: str) -> CrawlEnv:
+    """The crawl's settings for tests: the given services, politeness lifted, short timeouts."""
+    env = dict(os.environ)
+    env.update({
+        "WIKIHASH_DATABASE_URL": database_url,
+        "WIKIHASH_BROKER_URL": broker_url,
+        "WIKIHASH_API_URL": api_url,
+        "WIKIHASH_USER_AGENT": "wikihash-test/0.1 (test@example.org)",
+        "WIKIHASH_MAX_DOWNLOADS": "4",
+        "WIKIHASH_MAX_MBITS": "1000",
+        "WIKIHASH_FETCH_TIMEOUT": "10",
+        "WIKIHASH_REQUEUE_AFTER": "20",
+    })
+    env.update(extra)
+    return CrawlEnv(env, [])
+
+
 @pytest.fixture
 def crawl_env(db_url, broker_base):
     storage.migrate(db_url)
@@ -96,19 +113,7 @@ def crawl_env(db_url, broker_base):
     made: list[CrawlEnv] = []
 
     def make(api_url: str, **extra: str) -> CrawlEnv:
-        env = dict(os.environ)
-        env.update({
-            "WIKIHASH_DATABASE_URL": db_url,
-            "WIKIHASH_BROKER_URL": broker,
-            "WIKIHASH_API_URL": api_url,
-            "WIKIHASH_USER_AGENT": "wikihash-test/0.1 (test@example.org)",
-            "WIKIHASH_MAX_DOWNLOADS": "4",
-            "WIKIHASH_MAX_MBITS": "1000",
-            "WIKIHASH_FETCH_TIMEOUT": "10",
-            "WIKIHASH_REQUEUE_AFTER": "20",
-        })
-        env.update(extra)
-        crawl = CrawlEnv(env, [])
+        crawl = environment(db_url, broker, api_url, **extra)
         made.append(crawl)
         return crawl
 

@@ -25,25 +25,8 @@ from wikis import build_wiki
 
 from pipeline import storage
 from tests.conftest import ROOT, sql_rows
-from tests.e2e.conftest import CrawlEnv, stop
+from tests.e2e.conftest import environment, stop
 from tests.services import ThrowawayPostgres, ThrowawayRedis
-
-
-def environment(database_url: str, broker_url: str, api_url: str, **extra: str) -> CrawlEnv:
-    """The crawl's settings, as tests/e2e/conftest.py's crawl_env sets them, on given services."""
-    env = dict(os.environ)
-    env.update({
-        "WIKIHASH_DATABASE_URL": database_url,
-        "WIKIHASH_BROKER_URL": broker_url,
-        "WIKIHASH_API_URL": api_url,
-        "WIKIHASH_USER_AGENT": "wikihash-test/0.1 (test@example.org)",
-        "WIKIHASH_MAX_DOWNLOADS": "4",
-        "WIKIHASH_MAX_MBITS": "1000",
-        "WIKIHASH_FETCH_TIMEOUT": "10",
-        "WIKIHASH_REQUEUE_AFTER": "20",
-    })
-    env.update(extra)
-    return CrawlEnv(env, [])
 
 
 def hashed(db_url: str) -> int:
