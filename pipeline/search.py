@@ -126,8 +126,7 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
     with conn.cursor() as cur:
         for probe in probes:
             if nearest:
-                cur.execute("SELECT file_id, dhash <-> %s FROM files WHERE dhash IS NOT NULL"
-                            " ORDER BY dhash <-> %s LIMIT %s", (probe.int64, probe.int64, limit))
+                rows = _nearest(cur, probe.int64, limit)
             else:
                 # One more than listed, to know whether the list was cut. `dhash # 0` is
                 # dhash itself, written so as to use the multi-index-hashing index
@@ -135,7 +134,8 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
                 cur.execute("SELECT file_id, dhash <-> %s AS d FROM files"
                             " WHERE (dhash # 0) <@ (%s, %s) ORDER BY d LIMIT %s",
                             (probe.int64, probe.int64, max_distance, cap + 1))
-            for file_id, distance in cur.fetchall():
+                rows = cur.fetchall()
+            for file_id, distance in rows:
                 if file_id not in best or distance < best[file_id][0]:
                     best[file_id] = (distance, probe.name)
     ranked = sorted(best.items(), key=lambda item: (item[1][0], item[0]))
@@ -202,3 +202,26 @@ def stats(conn: Connection) -> dict:
             "hashed": states.get("hashed", 0), "low_information": low,
             "states": states, "wiki": info.get("sitename"), "server": info.get("server"),
             "last_crawl": row[0] if row else None}
+
+
+# Radii tried through the multi-index-hashing index before the BK-tree's nearest-first walk:
+# where near copies exist (real images cluster) the K nearest are within a few bits and found
+# in a millisecond; the BK-tree walk is the fallback for a query far from everything.
+NEAREST_RADII = (2, 6)
+
+
+def _nearest(cur, int64: int, k: int) -> list[tuple[int, int]]:
+    """(file_id, distance) of the `k` files nearest to `int64`, nearest first.
+
+    Exact: every file within radius r is found by the index, so when at least k are, the k
+    closest of them are the k closest of all (every other file is farther than r).
+    """
+    for radius in NEAREST_RADII:
+        cur.execute("SELECT file_id, dhash <-> %s AS d FROM files WHERE (dhash # 0) <@ (%s, %s)"
+                    " ORDER BY d, file_id LIMIT %s", (int64, int64, radius, k))
+        rows = cur.fetchall()
+        if len(rows) >= k:
+            return rows
+    cur.execute("SELECT file_id, dhash <-> %s FROM files WHERE dhash IS NOT NULL"
+                " ORDER BY dhash <-> %s LIMIT %s", (int64, int64, k))
+    return cur.fetchall()

@@ -274,3 +274,19 @@ def test_trim_border_removes_a_uniform_frame_only():
     assert trimmed is not None and trimmed.size == inner.size
     assert variants.trim_border(inner) is None
     assert variants.trim_border(Image.new("RGB", (50, 50), (0, 0, 0))) is None
+
+
+def test_nearest_is_exact_whichever_index_answers(crawled):
+    """K nearest through the MIH index (near copies exist) or the BK-tree walk (none do)."""
+    conn = psycopg2.connect(crawled.db_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT dhash FROM files WHERE dhash IS NOT NULL ORDER BY file_id")
+            stored = [h for (h,) in cur.fetchall()]
+            for query in stored[:5] + [stored[0] ^ 0x0F0F0F0F0F0F0F0F, 0x5555555555555555]:
+                for k in (1, 5, 40):
+                    truth = sorted(bin((query ^ h) & (2**64 - 1)).count("1") for h in stored)[:k]
+                    found = [d for _, d in search._nearest(cur, query, k)]
+                    assert found == truth, (query, k)
+    finally:
+        conn.close()
