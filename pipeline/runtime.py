@@ -17,7 +17,11 @@ from pipeline.producer import Producer
 from pipeline.recrawl import Recrawler
 from pipeline.wiki import Wiki
 
-MAX_QUEUED_JOBS = 200  # fetch tasks waiting in Redis before the producer holds back
+# Fetch tasks waiting in Redis before the producer holds back. Kept short on purpose: a job is
+# sent again when it is still pending WIKIHASH_REQUEUE_AFTER (900 s) after it was sent, so the
+# queue must drain well within that even at the default politeness limits (2 downloads at a
+# time, ~20 files/s): 20 jobs of 100 files is ~100 s of work there, seconds without limits.
+MAX_QUEUED_JOBS = 20
 # The broker restarting or unreachable: the producer waits and tries again (docs/reliability.md).
 QUEUE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                 kombu.exceptions.OperationalError)
