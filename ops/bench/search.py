@@ -36,7 +36,6 @@ import time
 import uuid
 from pathlib import Path
 
-import cairosvg
 import psycopg2
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from psycopg2.extras import execute_values
@@ -44,7 +43,9 @@ from psycopg2.extras import execute_values
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
+import hashing  # noqa: E402
 from wikis import generated_image  # noqa: E402
 
 from pipeline import config, imaging, search, storage, variants  # noqa: E402
@@ -73,24 +74,11 @@ def images(generated: int) -> list[tuple[str, bytes]]:
 
 
 def thumbnail(name: str, data: bytes, width: int) -> bytes:
-    """The thumbnail a wiki serves at `width` px, made the way ops/bench/hashing.py makes it."""
-    if name.lower().endswith(".svg"):
-        return cairosvg.svg2png(bytestring=data, output_width=width, unsafe=False)
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    image = ImageOps.exif_transpose(image)
-    if image.width <= width:
-        return data
-    height = max(1, round(image.height * width / image.width))
-    if image.mode not in ("RGB", "RGBA", "L", "LA"):
-        image = image.convert("RGBA")
-    image = image.resize((width, height), Image.LANCZOS)
-    out = io.BytesIO()
-    if image.format == "JPEG" or name.lower().endswith((".jpg", ".jpeg")):
-        image.convert("RGB").save(out, "JPEG", quality=80)
-    else:
-        image.save(out, "PNG")
-    return out.getvalue()
+    """The thumbnail a wiki serves at `width` px, made exactly as ops/bench/hashing.py makes it."""
+    lower = name.lower()
+    fmt = "SVG" if lower.endswith(".svg") else "JPEG" if lower.endswith((".jpg", ".jpeg")) \
+        else "PNG"
+    return hashing.thumbnail(data, fmt, width)
 
 
 def build(url: str, files: list[tuple[str, bytes]], width: int, rnd: random.Random) -> dict:
