@@ -1,6 +1,8 @@
 """Wiring: builds the producer from settings, with the Celery queue as its sink.
 
-Kept apart from `pipeline.producer` so that the producer stays free of Celery and Redis.
+Kept apart from `pipeline.producer` so that the producer stays free of Celery and Redis. Tasks
+are sent by name through an app built here from the settings (`pipeline.celeryapp`); the task
+code in `workers/` is never imported by the pipeline.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 import kombu.exceptions
 import redis
 
-from pipeline import config, storage
+from pipeline import celeryapp, config, storage
 from pipeline.ledger import Job
 from pipeline.producer import Producer
 from pipeline.recrawl import Recrawler
@@ -36,12 +38,11 @@ def build_wiki(settings: config.Settings) -> Wiki:
 
 def build_producer(settings: config.Settings, database_url: str, *,
                    job_size: int = 100) -> Producer:
-    from workers.tasks import fetch_batch
-
+    app = celeryapp.create_app(settings)
     broker = redis.Redis.from_url(settings.broker_url)
 
     def send(jobs: Sequence[Job]) -> None:
-        fetch_batch.apply_async(args=[[job.to_message() for job in jobs]])
+        celeryapp.send_fetch(app, [job.to_message() for job in jobs])
 
     def queue_room() -> int:
         return MAX_QUEUED_JOBS - int(broker.llen("fetch"))

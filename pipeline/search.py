@@ -130,7 +130,8 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
             else:
                 # One more than listed, to know whether the list was cut. `dhash # 0` is
                 # dhash itself, written so as to use the multi-index-hashing index
-                # (sql/002_dhash_mih.sql), faster than the BK-tree at every radius searched.
+                # (pipeline/migrations/002_dhash_mih.sql), faster than the BK-tree at every
+                # radius searched.
                 cur.execute("SELECT file_id, dhash <-> %s AS d FROM files"
                             " WHERE (dhash # 0) <@ (%s, %s) ORDER BY d LIMIT %s",
                             (probe.int64, probe.int64, max_distance, cap + 1))

@@ -146,9 +146,7 @@ class Wiki:
             if status in (429, 503):
                 header = response.headers.get("Retry-After")
                 raise RateLimited(f"HTTP {status}", retry_after(header, 5.0)) from None
-            error = WikiError(f"HTTP {status} from the API")
-            error.retryable = status >= 500
-            raise error from None
+            raise WikiError(f"HTTP {status} from the API", retryable=status >= 500) from None
         except mwclient.errors.MaximumRetriesExceeded:
             # mwclient saw X-Database-Lag and would sleep itself; we own the waiting.
             raise RateLimited("maxlag", self._retry_after(5.0)) from None
@@ -168,9 +166,7 @@ class Wiki:
             if code in ("ratelimited", "readonly") or code.startswith("internal_api_error_DB"):
                 raise RateLimited(code, self._retry_after(5.0))
             # Not retried here: an error caused by one title is isolated by the caller.
-            api_error = ApiError(code, error.get("info", ""))
-            api_error.retryable = False
-            raise api_error
+            raise ApiError(code, error.get("info", ""), retryable=False)
         return answer
 
     # -- site facts ----------------------------------------------------------------------
