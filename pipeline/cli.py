@@ -279,7 +279,8 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
     try:
         producer = build_producer(settings, _database_url(ctx, database_url))
         try:
-            report = build_recrawler(settings, producer).run(since=since, dry_run=dry_run)
+            recrawler = build_recrawler(settings, producer.wiki, producer.conn)
+            report = recrawler.run(since=since, dry_run=dry_run)
             click.echo(("would apply " if dry_run else "applied ") + report.summary())
             if dry_run:
                 for label, titles in (("article added", report.pages_added),

@@ -17,6 +17,7 @@ from pipeline import celeryapp, config, storage
 from pipeline.ledger import Job
 from pipeline.producer import Producer
 from pipeline.recrawl import Recrawler
+from pipeline.storage import Connection
 from pipeline.wiki import Wiki
 
 # Fetch tasks waiting in Redis before the producer holds back. Kept short on purpose: a job is
@@ -54,10 +55,10 @@ def build_producer(settings: config.Settings, database_url: str, *,
     )
 
 
-def build_recrawler(settings: config.Settings, producer: Producer) -> Recrawler:
-    """A re-crawler sharing the producer's wiki and connection."""
+def build_recrawler(settings: config.Settings, wiki: Wiki, conn: Connection) -> Recrawler:
+    """A re-crawler of `wiki` into the ledger at `conn`."""
     return Recrawler(
-        producer.wiki, producer.conn, thumb_width=settings.thumb_width,
+        wiki, conn, thumb_width=settings.thumb_width,
         feed_max_age=dt.timedelta(days=settings.feed_max_age),
         shared_wiki=lambda api_url: Wiki(api_url, settings.user_agent, maxlag=settings.maxlag),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import mwclient
@@ -66,7 +66,6 @@ class PageLookup:
 class CallStats:
     requests: int = 0
     waited: float = 0.0  # seconds spent honouring Retry-After and backoff
-    by_kind: dict[str, int] = field(default_factory=dict)
 
 
 def strip_namespace(title: str) -> str:
@@ -113,8 +112,6 @@ class Wiki:
         params = {k: v for k, v in params.items() if v is not None}
         params.setdefault("formatversion", "2")
         params["maxlag"] = str(self.maxlag)
-        kind = params.get("generator") or params.get("list") or params.get("prop") \
-            or params.get("meta") or action
         delay = 1.0
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -129,7 +126,6 @@ class Wiki:
                 wait = delay
                 delay = min(delay * 2, 60.0)
             else:
-                self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
                 return answer
             log.warning("API busy (attempt %d), waiting %.1f s", attempt, wait)
             self.stats.waited += wait
