@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
+
 from pipeline.dumps import mysqldump
 from pipeline.dumps.mysqldump import Progress, Want
 from pipeline.errors import DumpError
@@ -94,8 +96,16 @@ def copy_table(conn: Connection, table: str, path: Path, *, schema: str = "",
         counted = Progress()
         stream = _Reader(mysqldump.copy_rows(lines(path), want, counted),
                          lambda: progress(path.name, counted) if progress else None)
-        cur.copy_expert(f"COPY dumps_{table} ({', '.join(order)}) FROM STDIN WHERE {where}",
-                        stream)
+        try:
+            cur.copy_expert(f"COPY dumps_{table} ({', '.join(order)}) FROM STDIN"
+                            f" WHERE {where}", stream)
+        except psycopg2.Error as exc:
+            if stream.error is not None:  # the parser's, passed through PostgreSQL
+                raise stream.error from None
+            if isinstance(exc, psycopg2.DataError):
+                first = str(exc).strip().splitlines()[0]
+                raise DumpError(f"{path.name}: a row PostgreSQL refuses: {first}") from None
+            raise
     if progress:
         progress(path.name, counted)
     return counted.rows
@@ -108,14 +118,19 @@ class _Reader:
         self._chunks = chunks
         self._tick = tick
         self._count = 0
+        self.error: DumpError | None = None
 
     def read(self, size: int = -1) -> bytes:
-        for chunk in self._chunks:
-            self._count += 1
-            if self._count % 64 == 0:
-                self._tick()
-            if chunk:
-                return chunk
+        try:
+            for chunk in self._chunks:
+                self._count += 1
+                if self._count % 64 == 0:
+                    self._tick()
+                if chunk:
+                    return chunk
+        except DumpError as exc:
+            self.error = exc  # psycopg2 turns it into QueryCanceled: keep ours to raise
+            raise
         return b""
 
     def readline(self, size: int = -1) -> bytes:  # pragma: no cover - copy_expert uses read
