@@ -26,7 +26,7 @@ from pipeline.politeness import check_user_agent, retry_after
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # bytes read from the socket, and hashed, at a time
+CHUNK = 1 << 16  # bytes read from the socket, and hashed, at a time
 
 
 @dataclass
