@@ -11,7 +11,9 @@ is its own:
   parse     our parser to COPY text, discarded (pipeline/dumps/mysqldump.py);
   load      parse and COPY into the staging tables of a throwaway database
             (pipeline/dumps/loader.py copy_table), the real path;
-  pg-copy   baseline: PostgreSQL's COPY of the same rows from a ready COPY text file.
+  pg-copy   baseline: PostgreSQL's COPY of the same rows from a ready COPY text file;
+  build     all of stage 1 (`loader.load`): those two tables and a page table of rows/4 rows,
+            then the set-based SQL to articles, usages and distinct titles.
 rows/s per core = rows / (CPU seconds of this process + of its PostgreSQL backend). `load` is
 also run at a tenth of the rows, to show whether memory stays flat.
 """
@@ -64,6 +66,13 @@ def generate(directory: Path, rows: int) -> dict[str, Path]:
         dumpgen.write_table(path, "bench", table, dumpgen.CREATE[
             "imagelinks/linktarget" if table == "imagelinks" else table], rows_of())
         paths[table] = path
+    # A page table for the set-based stage (il_from runs to rows / 4 + 1): a tenth not articles.
+    pages = ((i, 0 if i % 10 else 1, f"Article_{i}", int(i % 17 == 0), 0, 0.5,
+              "20261201000000", None, i + 100, 1000, "wikitext", None)
+             for i in range(1, rows // 4 + 2))
+    path = directory / "bench-20261201-page.sql.gz"
+    dumpgen.write_table(path, "bench", "page", dumpgen.CREATE["page"], pages)
+    paths["page"] = path
     return paths
 
 
@@ -85,6 +94,8 @@ def measure(mode: str, files: dict[str, Path], database_url: str | None) -> dict
     from pipeline.dumps import loader, mysqldump
 
     rows = 0
+    every = files
+    files = {t: files[t] for t in TABLES}
     started, cpu0 = time.perf_counter(), cpu()
     pg = 0.0
     if mode == "gunzip":
@@ -110,6 +121,9 @@ def measure(mode: str, files: dict[str, Path], database_url: str | None) -> dict
             if mode == "load":
                 for table, path in files.items():
                     rows += loader.copy_table(conn, table, path, schema="linktarget")
+            elif mode == "build":  # all of stage 1: three COPYs, then the set-based SQL
+                loaded = loader.load(conn, every)
+                rows = sum(loaded.rows.values())
             else:  # pg-copy: the same rows, already COPY text
                 with conn.cursor() as cur:
                     for table, path in files.items():
@@ -141,7 +155,8 @@ def write_copy_text(files: dict[str, Path]) -> None:
     """The pg-copy baseline's input, and each file's row count, written once."""
     from pipeline.dumps import loader, mysqldump
 
-    for table, path in files.items():
+    for table in TABLES:
+        path = files[table]
         keep, strings, _ = loader.KEEP[table]
         keep = keep | ({"il_target_id"} if table == "imagelinks" else set())
         _, columns = mysqldump.table_columns(loader.lines(path))
@@ -209,7 +224,7 @@ def main() -> int:
         results = []
         try:
             big = sizes[args.rows]
-            for mode in ("gunzip", "parse", "load", "pg-copy"):
+            for mode in ("gunzip", "parse", "load", "pg-copy", "build"):
                 results.append(child(mode, big, url))
             small = min(sizes)
             if small != args.rows:
