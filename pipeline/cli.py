@@ -169,6 +169,10 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
     """
     from pipeline.runtime import build_producer
 
+    if from_dumps and (limit or restart):
+        raise click.UsageError("--limit and --restart are for the walk, not --from-dumps")
+    if replace and not from_dumps:
+        raise click.UsageError("--replace goes with --from-dumps")
     settings = _settings(ctx)
     try:
         producer = build_producer(settings, _database_url(ctx, database_url), job_size=job_size)

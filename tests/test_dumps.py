@@ -223,3 +223,25 @@ def test_download_resumes_waits_and_verifies(tmp_path):
             download.open_run(f"{server.url}localwiki/{run.name}/", dbname="enwiki",
                               dumps_url=server.url, dumps_dir=tmp_path / "other",
                               downloader=downloader)
+
+
+def test_dump_time_is_no_later_than_the_first_table_taken():
+    from pipeline.dumps.source import DumpRun
+
+    def job(updated: str, *names: str) -> dict:
+        return {"status": "done", "updated": updated, "files": {n: {} for n in names}}
+
+    run = DumpRun("enwiki", "20261201", "/x", status={"jobs": {
+        "sitestatstable": job("2026-12-01 02:00:00"),
+        "pagetable": job("2026-12-01 05:00:00", "enwiki-20261201-page.sql.gz"),
+        "imagelinkstable": job("2026-12-01 03:00:00", "enwiki-20261201-imagelinks.sql.gz"),
+        "categorytable": job("2026-12-01 04:00:00"),  # ended after the first table we use
+        "xmlstubsdump": job("2026-12-02 09:00:00"),
+    }})
+    # imagelinks ended first (03:00); the last job ending before it is sitestats (02:00).
+    assert run.dump_time() == "2026-12-01T02:00:00Z"
+    assert run.incomplete() == []
+    del run.status["jobs"]["sitestatstable"]
+    assert run.dump_time() == "2026-12-01T00:00:00Z"  # nothing before: the run's date
+    run.status["jobs"]["pagetable"]["status"] = "in-progress"
+    assert run.incomplete() == ["enwiki-20261201-page.sql.gz"]
