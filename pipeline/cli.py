@@ -101,7 +101,7 @@ def hash_command(files: tuple[Path, ...], as_json: bool) -> None:
     Example:
         wikihash hash photo.jpg logo.svg --json
     """
-    from pipeline import imaging
+    from pipeline import imaging, localfile, sandbox
 
     failed = 0
     for path in files:
@@ -109,10 +109,10 @@ def hash_command(files: tuple[Path, ...], as_json: bool) -> None:
                         "width": None, "height": None, "flattened": None,
                         "low_information": None, "error": None}
         try:
-            data = path.read_bytes()
-            result = imaging.hash_bytes(data)
-        except OSError as exc:
-            record["error"] = f"cannot read: {exc.strerror or exc}"
+            data = localfile.read_bounded(path, imaging.MAX_INPUT_BYTES)
+            result = sandbox.hash_bytes(data)
+        except (localfile.NotAFile, sandbox.Busy) as exc:
+            record["error"] = str(exc)
         except ImageRejected as exc:
             record["error"] = f"{type(exc).__name__.lower()}: {exc.reason}"
         else:
@@ -373,13 +373,12 @@ def _query_bytes(settings: config.Settings, image: str, allow_hosts: tuple[str, 
                                 timeout=settings.fetch_timeout,
                                 allow_hosts=safeurl.normalise_allow(allow_hosts))
         return fetched.data
+    from pipeline import localfile
+
     try:
-        path = Path(image)
-        if path.stat().st_size > settings.max_bytes:
-            raise click.ClickException(f"{image}: over WIKIHASH_MAX_BYTES ({settings.max_bytes})")
-        return path.read_bytes()
-    except OSError as exc:
-        raise click.ClickException(f"cannot read {image}: {exc.strerror or exc}") from None
+        return localfile.read_bounded(image, settings.max_bytes)
+    except WikihashError as exc:
+        raise click.ClickException(f"{image}: {exc}") from None
 
 
 allow_host_option = click.option(
@@ -416,12 +415,15 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
 
     settings = _settings(ctx)
     distance = searching.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+    from pipeline import sandbox
+
     try:
         data = _query_bytes(settings, image, allow_hosts)
+        canonical, probes = sandbox.query_variants(
+            data, ("original",) if plain else searching.variants.DEFAULT_VARIANTS)
         with storage.connection(_database_url(ctx, database_url)) as conn:
-            result = searching.search_bytes(conn, data, max_distance=distance, nearest=nearest,
-                                            probe=("original",) if plain else
-                                            searching.variants.DEFAULT_VARIANTS)
+            result = searching.search_hashes(conn, canonical.int64, probes,
+                                             max_distance=distance, nearest=nearest)
     except WikihashError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

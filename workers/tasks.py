@@ -17,7 +17,7 @@ import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from pipeline import fetch, imaging, ledger, storage
+from pipeline import fetch, ledger, sandbox, storage
 from pipeline.errors import FetchError, HTTPStatusError, ImageRejected, StorageError
 from pipeline.ledger import Result
 from pipeline.politeness import Bandwidth, DownloadSlots
@@ -131,7 +131,7 @@ def hash_batch(self: Task, items: list[dict]) -> None:
     results = []
     for index, item in enumerate(items):
         try:
-            result = imaging.hash_bytes(base64.b64decode(item["data"]))
+            result = sandbox.hash_bytes(base64.b64decode(item["data"]))
         except ImageRejected as exc:
             results.append(Result(item["sha1"], exc.state, reason=exc.reason))
         except SoftTimeLimitExceeded:
