@@ -223,7 +223,7 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
         WIKIHASH_FLOWER_AUTH=admin:long-secret wikihash flower --port 5555
     """
     auth = _settings(ctx).flower_auth
-    if ":" not in auth:
+    if not config.credentials_ok(auth):
         raise click.ClickException("set WIKIHASH_FLOWER_AUTH=user:password; "
                                    "Flower never runs without authentication")
     from workers.app import app
@@ -389,8 +389,9 @@ allow_host_option = click.option(
 @cli.command()
 @click.argument("image")
 @database_option
-@click.option("--max-distance", type=click.IntRange(0, 32), default=None,
-              help="Largest Hamming distance in bits [default: 8, measured in docs/search.md].")
+@click.option("--max-distance", type=click.IntRange(0, 16), default=None,
+              help="Largest Hamming distance in bits, at most 16 (search.MAX_USEFUL_DISTANCE)"
+              " [default: 8, measured in docs/search.md].")
 @click.option("--nearest", type=click.IntRange(1, 1000), metavar="K",
               help="List the K nearest files instead of those within --max-distance.")
 @click.option("--plain", is_flag=True, help="Probe the canonical hash only (no query variants).")
@@ -461,29 +462,31 @@ def _is_loopback(address: str) -> bool:
 @click.option("--max-upload", type=click.IntRange(min=1), default=20 * 1024 * 1024,
               show_default=True, help="Largest request body in bytes.")
 @allow_host_option
+@click.option("--server-name", "server_names", multiple=True, metavar="NAME",
+              help="A host name clients use to reach this server (repeatable); requests with"
+              " another Host header are refused. Loopback names and --address always count.")
 @click.pass_context
 def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
-          max_upload: int, allow_hosts: tuple[str, ...]) -> None:
+          max_upload: int, allow_hosts: tuple[str, ...], server_names: tuple[str, ...]) -> None:
     """Serve the search page and its JSON API (POST /api/search, GET /api/stats).
 
     \b
     Example:
         wikihash serve --port 8000
     """
-    import uvicorn
-
     from pipeline import safeurl, web
 
     settings = _settings(ctx)
-    if not _is_loopback(address) and ":" not in settings.serve_auth:
+    if not _is_loopback(address) and not config.credentials_ok(settings.serve_auth):
         raise click.ClickException(
             f"{address} is reachable beyond this machine: set WIKIHASH_SERVE_AUTH=user:password")
     app = web.create_app(web.WebSettings(
         database_url=_database_url(ctx, database_url), max_fetch_bytes=settings.max_bytes,
         fetch_timeout=settings.fetch_timeout, max_upload_bytes=max_upload,
-        allow_hosts=safeurl.normalise_allow(allow_hosts), auth=settings.serve_auth))
+        allow_hosts=safeurl.normalise_allow(allow_hosts), auth=settings.serve_auth,
+        served_names=web.LOOPBACK_NAMES | {address, *server_names}))
     click.echo(f"wikihash: serving http://{address}:{port}/", err=True)
-    uvicorn.run(app, host=address, port=port, log_level="warning", proxy_headers=False)
+    web.serve(app, address, port)
 
 
 @cli.command()

@@ -2,8 +2,10 @@
 
 `pipeline.imaging` bounds what it can see before decoding (bytes, declared pixels, SVG trees),
 but not the time or memory spent inside one C call: a progressive JPEG with thousands of scans,
-an SVG with a megabyte-long path. `run(func, *args)` runs `func` in a fresh child process
-(forked from a `forkserver`, so a threaded web server is never forked) with
+an SVG with a megabyte-long path. `run(func, *args)` runs `func` in a forked child process
+(`os.fork`: the child has the caller's modules loaded and the bytes already in memory, so the
+cost is ~a few ms; multiprocessing is not used because a Celery worker's pool processes are
+daemonic and may not start children through it) with
 
 - `RLIMIT_AS` at the child's size when it starts plus `memory` bytes (`MemoryError` inside, or
   death, past it),
@@ -21,9 +23,10 @@ a slot, else `Busy`). Every way out is a value, an `ImageRejected` with a named 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import resource
+import select
 import signal
 import threading
 import time
@@ -42,8 +45,6 @@ SLOTS = max(1, os.cpu_count() or 1)  # decodes at once in one process (they are 
 QUEUE_WAIT = 10.0  # seconds a caller waits for a free slot
 
 _slots = threading.BoundedSemaphore(SLOTS)
-_context_lock = threading.Lock()
-_context: list[multiprocessing.context.BaseContext] = []
 
 
 class Busy(WikihashError):
@@ -53,19 +54,8 @@ class Busy(WikihashError):
     retry_after = 2.0  # seconds, for a 503's Retry-After
 
 
-def _forkserver() -> multiprocessing.context.BaseContext:
-    with _context_lock:
-        if not _context:
-            context = multiprocessing.get_context("forkserver")
-            # The server imports these once; each child starts with them loaded.
-            context.set_forkserver_preload(["pipeline.sandbox", "pipeline.imaging",
-                                            "pipeline.variants"])
-            _context.append(context)
-        return _context[0]
-
-
-def _child(sender, func: Callable, args: tuple, memory: int, seconds: float) -> None:
-    """In the child: limits first, then `func`; one message back, ("ok"|"error", value)."""
+def _child(write_fd: int, func: Callable, args: tuple, memory: int, seconds: float) -> None:
+    """In the forked child: limits first, then `func`; one pickled ("ok"|"error", value)."""
     size = _address_space()
     resource.setrlimit(resource.RLIMIT_AS, (size + memory, size + memory))
     cpu = max(1, int(seconds + 0.999))
@@ -78,11 +68,9 @@ def _child(sender, func: Callable, args: tuple, memory: int, seconds: float) -> 
         outcome = ("error", TooLarge(f"decoding ran out of memory ({memory >> 20} MB cap)"))
     except Exception as exc:  # noqa: BLE001 - the boundary of the child: reported, not raised
         outcome = ("error", Corrupt(f"cannot decode: {type(exc).__name__}"))
-    try:
-        sender.send(outcome)
-    except MemoryError:
-        os._exit(3)
-    sender.close()
+    payload = pickle.dumps(outcome)
+    with os.fdopen(write_fd, "wb") as pipe:
+        pipe.write(payload)
 
 
 def _address_space() -> int:
@@ -95,7 +83,7 @@ def run(func: Callable[..., Any], *args: Any, seconds: float = DECODE_SECONDS,
         memory: int = DECODE_MEMORY, queue_wait: float = QUEUE_WAIT) -> Any:
     """`func(*args)` in a limited child process; its value, or what it raised.
 
-    `func` must be a module-level function (it is named to the child, not pickled whole).
+    `func` returns a picklable value (it comes back through a pipe).
     Raises `ImageRejected` (the child's own, or a named limit) or `Busy`.
     """
     if not _slots.acquire(timeout=queue_wait):
@@ -107,34 +95,48 @@ def run(func: Callable[..., Any], *args: Any, seconds: float = DECODE_SECONDS,
 
 
 def _run(func: Callable, args: tuple, seconds: float, memory: int) -> Any:
-    context = _forkserver()
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(sender, func, args, memory, seconds),
-                            daemon=True)
-    child.start()
-    sender.close()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 0
+        try:
+            os.close(read_fd)
+            _child(write_fd, func, args, memory, seconds)
+        except BaseException:  # noqa: BLE001 - e.g. MemoryError while pickling the answer
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(write_fd)
     deadline = time.monotonic() + 2 * seconds + 2
+    chunks: list[bytes] = []
+    status = None
     try:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TooLarge(f"decoding took longer than {seconds:.0f} s")
-            try:
-                if receiver.poll(min(left, 0.5)):
-                    kind, value = receiver.recv()
+            ready, _, _ = select.select([read_fd], [], [], left)
+            if ready:
+                chunk = os.read(read_fd, 1 << 20)
+                if not chunk:
                     break
-            except (EOFError, OSError):
-                child.join(1.0)
-                raise _death(child.exitcode, seconds, memory) from None
-            if not child.is_alive() and not receiver.poll(0):
-                child.join(1.0)
-                raise _death(child.exitcode, seconds, memory)
+                chunks.append(chunk)
     finally:
-        receiver.close()
-        if child.is_alive():
-            child.kill()
-        child.join(5.0)
-        child.close()
+        os.close(read_fd)
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == 0:
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            status = None
+    code = os.waitstatus_to_exitcode(status) if status is not None else None
+    if not chunks:
+        raise _death(code, seconds, memory)
+    try:
+        kind, value = pickle.loads(b"".join(chunks))
+    except Exception:  # noqa: BLE001 - a child cut off mid-answer
+        raise _death(code, seconds, memory) from None
     if kind == "error":
         raise value
     return value

@@ -135,3 +135,19 @@ def test_wikihash_hash_ends_a_cpu_bomb_with_its_reason(tmp_path):
     record = json.loads(proc.stdout)
     assert record["error"].startswith("toolarge: decoding took longer than")
     assert time.monotonic() - started < 2 * sandbox.DECODE_SECONDS + 10
+
+
+def _in_pool_child(data: bytes) -> str:
+    return sandbox.hash_bytes(data).hex
+
+
+def test_a_celery_pool_process_can_decode_in_the_sandbox():
+    """Celery's prefork children are daemonic: multiprocessing refuses them children."""
+    import billiard
+
+    image = Image.effect_noise((64, 64), 40).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    with billiard.Pool(1) as pool:
+        assert pool.map(_in_pool_child, [out.getvalue()]) == [
+            imaging.hash_bytes(out.getvalue()).hex]
