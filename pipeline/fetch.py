@@ -236,8 +236,9 @@ def _hop(session: Session, url: str, target: Target, deadline: float, timeout: f
             return result
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             if watchdog.fired.is_set() or isinstance(exc, TimeoutError):
-                what = "download not finished" if watchdog.fired.is_set() else "no data"
-                raise FetchTimeout(f"{what} within {timeout:g} s: {url}") from exc
+                what = (f"not finished within {timeout:g} s" if watchdog.fired.is_set()
+                        else f"no data for {READ_TIMEOUT:g} s")
+                raise FetchTimeout(f"body stalled, {what}: {url}") from exc
             if isinstance(exc, ssl.SSLError):
                 raise FetchError(f"TLS failed for {target.host}: {exc.reason or exc}") from exc
             raise FetchError(f"connection failed: {type(exc).__name__}") from exc
@@ -296,7 +297,7 @@ def _body(response: http.client.HTTPResponse, url: str, deadline: float, max_byt
     while True:
         chunk = response.read1(CHUNK)
         if watchdog.fired.is_set() or time.monotonic() > deadline:
-            raise FetchTimeout(f"body not received in time: {url}")
+            raise FetchTimeout(f"body stalled, not finished in time: {url}")
         if not chunk:
             return
         total += len(chunk)

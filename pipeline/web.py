@@ -96,7 +96,7 @@ class WebSettings:
     decode_lane: int = sandbox.SLOTS  # decodes at once (CPU bound)
     # Seconds a request waits for a lane before a 503: short, so that under overload a client
     # hears "come back in 2 s" at once instead of waiting behind everybody else.
-    queue_wait: float = 2.0
+    queue_wait: float = 0.5
 
 
 _CHALLENGE = 'Basic realm="wikihash"'  # what a browser is asked to answer with a password
