@@ -267,19 +267,17 @@ def _answer(response: http.client.HTTPResponse, url: str, deadline: float, max_b
             raise FetchError(f"redirect without a Location from {url}")
         return urljoin(url, location), False
     if response.status != 200:
-        error = HTTPStatusError(response.status, url)
         # Invariant 4: on 429 and 503 the server says when to come back; the task waits
-        # that long before this host sees the file again (workers/tasks.py).
-        error.retry_after = None
+        # that long before this host sees the file again (workers/policy.py).
+        wait = None
         if response.status in (429, 503):
             wait = retry_after(response.getheader("Retry-After"), 0.0)
-            error.retry_after = min(MAX_RETRY_AFTER, wait) if wait > 0 else None
-        raise error
+            wait = min(MAX_RETRY_AFTER, wait) if wait > 0 else None
+        raise HTTPStatusError(response.status, url, retry_after=wait)
     content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
     if accept_types is not None and not content_type.startswith(accept_types):
-        error = FetchError(f"not an image: Content-Type {content_type or 'missing'}")
-        error.retryable = False
-        raise error
+        raise FetchError(f"not an image: Content-Type {content_type or 'missing'}",
+                         retryable=False)
     declared = response.getheader("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise TooLarge(f"{declared} bytes declared, over the cap of {max_bytes}")

@@ -56,10 +56,9 @@ class Busy(WikihashError):
 
 def _child(write_fd: int, func: Callable, args: tuple, memory: int, seconds: float) -> None:
     """In the forked child: limits first, then `func`; one pickled ("ok"|"error", value)."""
-    size = _address_space()
-    resource.setrlimit(resource.RLIMIT_AS, (size + memory, size + memory))
+    _lower(resource.RLIMIT_AS, _address_space() + memory)
     cpu = max(1, int(seconds + 0.999))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    _lower(resource.RLIMIT_CPU, cpu, cpu + 1)
     try:
         outcome = ("ok", func(*args))
     except ImageRejected as exc:
@@ -71,6 +70,15 @@ def _child(write_fd: int, func: Callable, args: tuple, memory: int, seconds: flo
     payload = pickle.dumps(outcome)
     with os.fdopen(write_fd, "wb") as pipe:
         pipe.write(payload)
+
+
+def _lower(kind: int, soft: int, hard: int | None = None) -> None:
+    """Set a limit, never above one already in force (e.g. a Celery child's RLIMIT_AS)."""
+    _, current = resource.getrlimit(kind)
+    hard = soft if hard is None else hard
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(kind, (soft, hard))
 
 
 def _address_space() -> int:

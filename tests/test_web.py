@@ -5,9 +5,9 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from test_search import Crawled, crawled  # noqa: F401 - the session crawl fixture
 
 from pipeline import web
+from tests.crawled import Crawled
 
 with warnings.catch_warnings():
     # Starlette 1.x suggests httpx2 for its test client; httpx works and is what we install.
