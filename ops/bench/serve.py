@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -41,6 +40,8 @@ from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from dumps import drop_database, throwaway_database  # noqa: E402 - ops/bench's scratch DB
 
 from pipeline import imaging, storage  # noqa: E402
 
@@ -67,13 +68,7 @@ def photos() -> list[bytes]:
 
 def build_ledger(rows: int, queries: list[bytes]) -> tuple[str, str]:
     """A scratch database with `rows` hashed files, a page per 4 files; (url, name)."""
-    name = f"wikihash_bench_serve_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    name, url = throwaway_database(ADMIN_URL)  # the scratch database of ops/bench/dumps.py
     storage.migrate(url, create=False)
     conn = psycopg2.connect(url)
     started = time.monotonic()
@@ -106,14 +101,6 @@ def build_ledger(rows: int, queries: list[bytes]) -> tuple[str, str]:
     print(f"ledger: {rows:,} files built in {time.monotonic() - started:.1f} s ({name})",
           flush=True)
     return url, name
-
-
-def drop(name: str) -> None:
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def free_port() -> int:
@@ -279,7 +266,7 @@ def main() -> None:
             rows.append(report(label, record))
             print(" | ".join(rows[-1]), flush=True)
     finally:
-        drop(name)
+        drop_database(ADMIN_URL, name)
     header = ["server", "requests", "statuses", "5xx not 503, or no answer", "upload p50 / p99",
               "peak RSS", f"RSS at 1k -> {args.requests // 1000}k req (or end)"]
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
