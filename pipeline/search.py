@@ -21,6 +21,7 @@ from pipeline.storage import Connection
 
 __all__ = [
     "DEFAULT_MAX_DISTANCE",
+    "MAX_USEFUL_DISTANCE",
     "Article",
     "Match",
     "SearchResult",
@@ -33,6 +34,11 @@ __all__ = [
 
 # Bits; chosen from the measurements in docs/search.md (recall of altered copies vs wrong articles).
 DEFAULT_MAX_DISTANCE = 8
+# Bits; the largest radius a search accepts (CLI and web). An unrelated image's hash is within
+# 16 bits of a query with probability 3.9e-5 (binomial, 64 fair bits): ~40 false matches per
+# probe at 1M files, every one of them wrong, and each probe costs far more past it (~330 ms at
+# 32 bits). Recall stops growing at 10-12 bits (docs/search.md).
+MAX_USEFUL_DISTANCE = 16
 MAX_RESULTS = 200  # files listed for one query at most; more is noise, not an answer
 LOW_INFORMATION_CAP = 20  # files listed for a low-information query
 
@@ -95,7 +101,10 @@ def wiki_urls(conn: Connection) -> tuple[str, str]:
     with conn.cursor() as cur:
         cur.execute("SELECT key, value FROM wiki_info WHERE key IN ('server', 'articlepath')")
         info = dict(cur.fetchall())
-    return info.get("server", ""), info.get("articlepath", "/wiki/$1")
+    server = info.get("server", "")
+    if not server.lower().startswith(("http://", "https://", "//")):
+        server = ""  # a javascript: or data: "server" from a hostile wiki never becomes a link
+    return server, info.get("articlepath", "/wiki/$1")
 
 
 # -- search ------------------------------------------------------------------------------------
@@ -114,8 +123,8 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
                   max_distance: int = DEFAULT_MAX_DISTANCE,
                   nearest: int | None = None) -> SearchResult:
     """Search for the hash `int64` (and `probes`, its variants); nearest K when `nearest`."""
-    if max_distance < 0 or max_distance > 64:
-        raise ValueError("max_distance must be within 0..64")
+    if max_distance < 0 or max_distance > MAX_USEFUL_DISTANCE:
+        raise ValueError(f"max_distance must be within 0..{MAX_USEFUL_DISTANCE}")
     if nearest is not None and nearest < 1:
         raise ValueError("nearest must be at least 1")
     probes = probes or [variants.Variant("original", int64)]
