@@ -50,6 +50,7 @@
 #include <math.h>
 
 #include "access/amapi.h"
+#include "catalog/pg_type.h"
 #include "nodes/pathnodes.h"
 #include "optimizer/cost.h"
 #include "optimizer/optimizer.h"
@@ -72,6 +73,29 @@
 #define BKTREE_TUPLE_COST		(20 * cpu_index_tuple_cost)
 
 /*
+ * The radius of a <@ operand if known at plan time, else -2.  The center
+ * does not change the cost, so "hash <@ (q.h, 4)" in a LATERAL join, where
+ * q.h is a column of the outer side, is costed as radius 4.
+ */
+static int
+operandRadius(Node *operand)
+{
+	BkQuery		query;
+
+	if (bktreePlanTimeQuery(operand, &query))
+		return query.radius;
+	if (IsA(operand, RowExpr) && list_length(((RowExpr *) operand)->args) == 2)
+	{
+		Const	   *radius = (Const *) lsecond(((RowExpr *) operand)->args);
+
+		if (IsA(radius, Const) && radius->consttype == INT8OID)
+			return radius->constisnull ? -1 :
+				bktreeClampRadius(DatumGetInt64(radius->constvalue));
+	}
+	return -2;
+}
+
+/*
  * The smallest radius of the index's <@ and = conditions known at plan
  * time, or -2 if there is none (-1 is an unsatisfiable condition).
  */
@@ -91,20 +115,20 @@ planTimeRadius(PlannerInfo *root, IndexPath *path)
 		{
 			RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc2);
 			OpExpr	   *op = (OpExpr *) rinfo->clause;
-			BkQuery		query;
 			int			strategy;
+			int			r;
 
 			if (!IsA(op, OpExpr) || list_length(op->args) != 2)
 				continue;
 			strategy = get_op_opfamily_strategy(op->opno, opfamily);
 			if (strategy == BKTREE_EQUAL_STRATEGY)
-				query.radius = 0;
-			else if (strategy != BKTREE_CONTAINED_STRATEGY ||
-					 !bktreePlanTimeQuery(estimate_expression_value(root, lsecond(op->args)),
-										  &query))
+				r = 0;
+			else if (strategy == BKTREE_CONTAINED_STRATEGY)
+				r = operandRadius(estimate_expression_value(root, lsecond(op->args)));
+			else
 				continue;
-			if (radius == -2 || query.radius < radius)
-				radius = query.radius;
+			if (r != -2 && (radius == -2 || r < radius))
+				radius = r;
 		}
 	}
 	return radius;

@@ -108,7 +108,11 @@ FROM (VALUES (0::int8), (-1), (-9223372036854775808), (9223372036854775807)) v (
 SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', NULL, 5);
 SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', 1, 0);
 SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', 1, 100000);
--- batched probes: one LATERAL join, each row tagged with its query
+-- batched probes: one LATERAL join, each row tagged with its query; the radius alone sets
+-- the cost, so the inner scan takes the MIH index though its center is the outer row's
+EXPLAIN (COSTS OFF)
+SELECT q.i, h.id FROM unnest(ARRAY[0, -1]::int8[]) WITH ORDINALITY AS q (h, i)
+CROSS JOIN LATERAL (SELECT id FROM hashes WHERE hash <@ (q.h, 3)) h;
 SELECT q.i, count(h.id)
 FROM unnest(ARRAY[0, -1, 2951234132655331968]::int8[]) WITH ORDINALITY AS q (h, i)
 LEFT JOIN LATERAL (SELECT id FROM hashes WHERE hash <@ (q.h, 3)) h ON true
