@@ -3,10 +3,10 @@
 Step "search" of the flow in docs/architecture.md. The query is hashed with the canonical hash
 (`pipeline.imaging`) plus a few variants (`pipeline.variants`: mirror, trimmed border, ...);
 all variants ask the bktree indexes in one SQL call for `files.dhash <@ (h, d)` (the planner
-takes the multi-index-hashing index, sql/003_dhash_indexes.sql), each row tagged with its
-variant, or, one by one, for the K nearest (`bktree_nearest`, exact), and the matches are merged
-keeping each file's best distance. Article URLs are built
-from the wiki's own `server` and `articlepath` in `wiki_info`. See docs/search.md.
+takes the multi-index-hashing index, pipeline/migrations/003_dhash_indexes.sql), each row
+tagged with its variant, or, one by one, for the K nearest (`bktree_nearest`, exact), and
+the matches are merged keeping each file's best distance. Article URLs are built from the wiki's
+own `server` and `articlepath` in `wiki_info`. See docs/search.md.
 
 A low-information query (a striped flag, a flat image: `imaging.is_low_information`) matches
 thousands of unrelated files; its results are capped at `LOW_INFORMATION_CAP` with a note.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote
 
-from pipeline import imaging, variants
+from pipeline import imaging, ledger, variants
 from pipeline.storage import Connection
 
 __all__ = [
@@ -183,21 +183,16 @@ def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> li
 
 def stats(conn: Connection) -> dict:
     """What the index holds: articles, files by state, hashed files, and the wiki."""
+    counts = ledger.counts(conn)
+    states = {state: counts[state] for state in ledger.STATES}
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pages")
-        articles = cur.fetchone()[0]
-        cur.execute("SELECT state, count(*) FROM files GROUP BY state")
-        states = dict(cur.fetchall())
         cur.execute("SELECT count(*) FROM files WHERE low_information")
         low = cur.fetchone()[0]
-        cur.execute("SELECT key, value FROM wiki_info WHERE key IN ('sitename', 'server')")
-        info = dict(cur.fetchall())
-        cur.execute("SELECT value FROM crawl_state WHERE key = 'last_crawl'")
-        row = cur.fetchone()
-    return {"articles": articles, "files": sum(states.values()),
-            "hashed": states.get("hashed", 0), "low_information": low,
+    info = ledger.wiki_facts(conn)
+    return {"articles": counts["articles"], "files": counts["files"],
+            "hashed": counts["hashed"], "low_information": low,
             "states": states, "wiki": info.get("sitename"), "server": info.get("server"),
-            "last_crawl": row[0] if row else None}
+            "last_crawl": ledger.get_state(conn, ledger.LAST_CRAWL)}
 
 
 def _within(cur, hashes: list[int], radius: int, limit: int) -> list[tuple[int, int, int]]:

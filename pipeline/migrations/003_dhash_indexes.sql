@@ -1,4 +1,4 @@
--- sql/003_dhash_indexes.sql: both hash indexes on `dhash` itself, chosen by the planner.
+-- pipeline/migrations/003_dhash_indexes.sql: both hash indexes on `dhash` itself, chosen by the planner.
 --
 -- bktree 1.1 (sql/bktree) adds the access methods `bktree` (the SP-GiST BK-tree) and
 -- `bktree_mih` (multi-index hashing with the whole hash in each GIN key), whose cost estimates
