@@ -101,7 +101,7 @@ def hash_command(files: tuple[Path, ...], as_json: bool) -> None:
     Example:
         wikihash hash photo.jpg logo.svg --json
     """
-    from pipeline import imaging
+    from pipeline import imaging, localfile, sandbox
 
     failed = 0
     for path in files:
@@ -109,10 +109,10 @@ def hash_command(files: tuple[Path, ...], as_json: bool) -> None:
                         "width": None, "height": None, "flattened": None,
                         "low_information": None, "error": None}
         try:
-            data = path.read_bytes()
-            result = imaging.hash_bytes(data)
-        except OSError as exc:
-            record["error"] = f"cannot read: {exc.strerror or exc}"
+            data = localfile.read_bounded(path, imaging.MAX_INPUT_BYTES)
+            result = sandbox.hash_bytes(data)
+        except (localfile.NotAFile, sandbox.Busy) as exc:
+            record["error"] = str(exc)
         except ImageRejected as exc:
             record["error"] = f"{type(exc).__name__.lower()}: {exc.reason}"
         else:
@@ -148,9 +148,14 @@ def main() -> None:
               help="After the walk, keep re-sending lost work until nothing is pending.")
 @click.option("--job-size", type=click.IntRange(1, 500), default=100, show_default=True,
               help="Files per fetch task.")
+@click.option("--from-dumps", "from_dumps", metavar="SOURCE",
+              help="Take articles and image links from a dump run instead of walking the API:"
+                   " a directory, a run URL (…/enwiki/20261201/) or 'latest'.")
+@click.option("--replace", is_flag=True,
+              help="With --from-dumps: replace the crawl the ledger already holds.")
 @click.pass_context
 def crawl(ctx: click.Context, database_url: str | None, limit: int | None, restart: bool,
-          wait: bool, job_size: int) -> None:
+          wait: bool, job_size: int, from_dumps: str | None, replace: bool) -> None:
     """Walk the wiki's articles into the ledger and queue their files for the workers.
 
     Resumes from its checkpoint when stopped; a completed crawl is not walked again
@@ -160,13 +165,23 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
     \b
     Example:
         WIKIHASH_USER_AGENT='mybot/1.0 (me@example.org)' wikihash crawl --limit 100
+        wikihash crawl --from-dumps latest
     """
     from pipeline.runtime import build_producer
 
+    if from_dumps and (limit or restart):
+        raise click.UsageError("--limit and --restart are for the walk, not --from-dumps")
+    if replace and not from_dumps:
+        raise click.UsageError("--replace goes with --from-dumps")
     settings = _settings(ctx)
     try:
         producer = build_producer(settings, _database_url(ctx, database_url), job_size=job_size)
         try:
+            if from_dumps:
+                _crawl_from_dumps(settings, producer, from_dumps, replace)
+                if wait:
+                    _drain(producer)
+                return
             done = producer.walk(limit=limit, restart=restart)
             stats = producer.stats
             api = producer.wiki.stats
@@ -228,7 +243,7 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
         WIKIHASH_FLOWER_AUTH=admin:long-secret wikihash flower --port 5555
     """
     auth = _settings(ctx).flower_auth
-    if ":" not in auth:
+    if not config.credentials_ok(auth):
         raise click.ClickException("set WIKIHASH_FLOWER_AUTH=user:password; "
                                    "Flower never runs without authentication")
     from pipeline import celeryapp
@@ -297,6 +312,27 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
             producer.close()
     except WikihashError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+class DumpsRefused(click.ClickException):
+    """Bad dump input or a ledger that holds another crawl: trying again will not help."""
+
+    exit_code = 3  # ops/up does not restart the producer on this status
+
+
+def _crawl_from_dumps(settings: config.Settings, producer, spec: str, replace: bool) -> None:
+    from pipeline.dumps.bootstrap import crawl_from_dumps
+    from pipeline.errors import DumpError
+
+    try:
+        report = crawl_from_dumps(
+            producer, spec, user_agent=settings.user_agent, dumps_url=settings.dumps_url,
+            dumps_dir=Path(settings.dumps_dir), replace=replace,
+            say=lambda line: click.echo(line, err=True))
+    except DumpError as exc:
+        raise DumpsRefused(str(exc)) from None
+    api = producer.wiki.stats
+    click.echo(f"{report.summary()}; {api.requests} API requests")
 
 
 def _drain(producer) -> None:
@@ -380,13 +416,12 @@ def _query_bytes(settings: config.Settings, image: str, allow_hosts: tuple[str, 
                                 timeout=settings.fetch_timeout,
                                 allow_hosts=safeurl.normalise_allow(allow_hosts))
         return fetched.data
+    from pipeline import localfile
+
     try:
-        path = Path(image)
-        if path.stat().st_size > settings.max_bytes:
-            raise click.ClickException(f"{image}: over WIKIHASH_MAX_BYTES ({settings.max_bytes})")
-        return path.read_bytes()
-    except OSError as exc:
-        raise click.ClickException(f"cannot read {image}: {exc.strerror or exc}") from None
+        return localfile.read_bounded(image, settings.max_bytes)
+    except WikihashError as exc:
+        raise click.ClickException(f"{image}: {exc}") from None
 
 
 allow_host_option = click.option(
@@ -397,8 +432,9 @@ allow_host_option = click.option(
 @cli.command()
 @click.argument("image")
 @database_option
-@click.option("--max-distance", type=click.IntRange(0, 32), default=None,
-              help="Largest Hamming distance in bits [default: 8, measured in docs/search.md].")
+@click.option("--max-distance", type=click.IntRange(0, 16), default=None,
+              help="Largest Hamming distance in bits, at most 16 (search.MAX_USEFUL_DISTANCE)"
+              " [default: 8, measured in docs/search.md].")
 @click.option("--nearest", type=click.IntRange(1, 1000), metavar="K",
               help="List the K nearest files instead of those within --max-distance.")
 @click.option("--plain", is_flag=True, help="Probe the canonical hash only (no query variants).")
@@ -423,12 +459,15 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
 
     settings = _settings(ctx)
     distance = searching.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+    from pipeline import sandbox
+
     try:
         data = _query_bytes(settings, image, allow_hosts)
+        canonical, probes = sandbox.query_variants(
+            data, ("original",) if plain else searching.variants.DEFAULT_VARIANTS)
         with storage.connection(_database_url(ctx, database_url)) as conn:
-            result = searching.search_bytes(conn, data, max_distance=distance, nearest=nearest,
-                                            probe=("original",) if plain else
-                                            searching.variants.DEFAULT_VARIANTS)
+            result = searching.search_hashes(conn, canonical.int64, probes,
+                                             max_distance=distance, nearest=nearest)
     except WikihashError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -466,29 +505,31 @@ def _is_loopback(address: str) -> bool:
 @click.option("--max-upload", type=click.IntRange(min=1), default=20 * 1024 * 1024,
               show_default=True, help="Largest request body in bytes.")
 @allow_host_option
+@click.option("--server-name", "server_names", multiple=True, metavar="NAME",
+              help="A host name clients use to reach this server (repeatable); requests with"
+              " another Host header are refused. Loopback names and --address always count.")
 @click.pass_context
 def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
-          max_upload: int, allow_hosts: tuple[str, ...]) -> None:
+          max_upload: int, allow_hosts: tuple[str, ...], server_names: tuple[str, ...]) -> None:
     """Serve the search page and its JSON API (POST /api/search, GET /api/stats).
 
     \b
     Example:
         wikihash serve --port 8000
     """
-    import uvicorn
-
     from pipeline import safeurl, web
 
     settings = _settings(ctx)
-    if not _is_loopback(address) and ":" not in settings.serve_auth:
+    if not _is_loopback(address) and not config.credentials_ok(settings.serve_auth):
         raise click.ClickException(
             f"{address} is reachable beyond this machine: set WIKIHASH_SERVE_AUTH=user:password")
     app = web.create_app(web.WebSettings(
         database_url=_database_url(ctx, database_url), max_fetch_bytes=settings.max_bytes,
         fetch_timeout=settings.fetch_timeout, max_upload_bytes=max_upload,
-        allow_hosts=safeurl.normalise_allow(allow_hosts), auth=settings.serve_auth))
+        allow_hosts=safeurl.normalise_allow(allow_hosts), auth=settings.serve_auth,
+        served_names=web.LOOPBACK_NAMES | {address, *server_names}))
     click.echo(f"wikihash: serving http://{address}:{port}/", err=True)
-    uvicorn.run(app, host=address, port=port, log_level="warning", proxy_headers=False)
+    web.serve(app, address, port)
 
 
 @cli.command()

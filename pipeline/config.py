@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pipeline import __version__
 from pipeline.errors import ConfigError
@@ -94,6 +95,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("feed_max_age", "WIKIHASH_FEED_MAX_AGE", _positive_float, "30",
             "days of changes the wiki's change feed keeps ($wgRCMaxAge; 30 on Wikipedia);"
             " an older crawl is brought up to date by a walk instead"),
+    Setting("dumps_url", "WIKIHASH_DUMPS_URL", _url("http", "https"),
+            "https://dumps.wikimedia.org/", "dump server whose newest complete run"
+            " `crawl --from-dumps latest` takes (docs/dumps.md)"),
+    Setting("dumps_dir", "WIKIHASH_DUMPS_DIR", _text, "dumps",
+            "directory that downloaded dump runs are kept in"),
     Setting("maxlag", "WIKIHASH_MAXLAG", _positive_int, "5", "maxlag sent with every API call"),
     Setting("bot_user", "WIKIHASH_BOT_USER", _text, "", "bot-password user name (optional)"),
     Setting("bot_password", "WIKIHASH_BOT_PASSWORD", _text, "", "bot password (optional)",
@@ -128,18 +134,35 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(**values)
 
 
+def credentials_ok(value: str) -> bool:
+    """True for "user:password" with both parts non-empty (WIKIHASH_SERVE_AUTH, _FLOWER_AUTH)."""
+    user, colon, password = value.partition(":")
+    return bool(colon and user.strip() and password.strip())
+
+
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|auth|credential", re.IGNORECASE)
+
+
 def mask(setting: Setting, value: Any) -> str:
-    """`value` as `wikihash config` shows it: passwords in URLs and secrets replaced by ***."""
+    """`value` as `wikihash config` shows it: secrets replaced by ***.
+
+    In any URL-valued setting, secret or not, a password in the authority and the values of
+    query parameters that name a secret (`?password=`, `sslpassword`, `token`, ...) are masked;
+    a secret that is not a URL is masked whole.
+    """
     text = str(value)
-    if not setting.secret or not text:
+    if not text:
         return text
     parts = urlsplit(text)
     if parts.scheme and parts.netloc:
-        if parts.password is None:
-            return text
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-    return "***"
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+        query = urlencode([(key, "***" if _SECRET_PARAMETER.search(key) else val)
+                           for key, val in parse_qsl(parts.query, keep_blank_values=True)],
+                          safe="*")
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    return "***" if setting.secret else text
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:

@@ -24,6 +24,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pipeline import __version__, ledger, storage, timestamps
 from pipeline.errors import StorageError, WikihashError
@@ -89,12 +90,32 @@ def export(database_url: str, out: Path,
     return ExportResult(out, sizes, manifest)
 
 
+def without_password(database_url: str) -> tuple[str, dict[str, str]]:
+    """`database_url` without its password (authority or `?password=`), and the environment
+    that carries it to libpq instead (PGPASSWORD): a command line is readable by every local
+    user in /proc, a process's environment only by its owner."""
+    parts = urlsplit(database_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    password = unquote(parts.password) if parts.password is not None else None
+    kept = [(key, value) for key, value in query if key != "password"]
+    if len(kept) != len(query):
+        password = dict(query)["password"]
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, host = netloc.rsplit("@", 1)
+        netloc = user.split(":", 1)[0] + "@" + host
+    clean = urlunsplit(parts._replace(netloc=netloc, query=urlencode(kept)))
+    return clean, ({"PGPASSWORD": password} if password is not None else {})
+
+
 def _pg_dump(database_url: str, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
+    url, secret = without_password(database_url)
     command = [find_pg_dump(), "--format=custom", "--no-owner", "--no-privileges",
-               f"--file={partial}", f"--dbname={database_url}"]
+               f"--file={partial}", f"--dbname={url}"]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=24 * 3600)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=24 * 3600,
+                              env={**os.environ, **secret})
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise StorageError(f"pg_dump failed: {exc}") from exc
     if done.returncode != 0:

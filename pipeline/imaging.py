@@ -34,8 +34,9 @@ Hostile input is bounded (invariant 7). Every failure is one `ImageRejected` sub
 
 Anything Pillow, cairosvg or the XML parser raises is mapped at `hash_bytes`/`prepare` (the
 httpx `map_exceptions` pattern); nothing else escapes. What this module cannot bound is wall time
-inside one C call (a pathological SVG path or a progressive JPEG with thousands of scans); the
-worker's hard time limit is the backstop there.
+inside one C call (a pathological SVG path or a progressive JPEG with thousands of scans) and the
+memory of the libraries' own work: `pipeline.sandbox` runs a decode in a child process under a
+time and memory limit for that.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ __all__ = [
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # bytes; the same as WIKIHASH_MAX_BYTES' default
 MAX_PIXELS = 50_000_000  # width x height from the header; ~150 MB as RGB, decoded in well under 5 s
+# Bytes of the decoded frame as Pillow stores it (1 byte per pixel for 1/L/P, 2 for I;16, 4 for
+# RGB and the rest), from the header, before decoding: the pixel cap measured in memory.
+MAX_DECODE_BYTES = 256 * 1024 * 1024
 MAX_SVG_BYTES = 32 * 1024 * 1024  # bytes of SVG text, after SVGZ inflation
 MAX_SVG_DEPTH = 256  # element nesting; cairosvg recurses once per level
 MAX_SVG_NODES = 200_000  # elements, counting each <use> as a copy of what it references
@@ -187,10 +191,17 @@ def hash_bytes(data: bytes, mime: str | None = None) -> HashResult:
     )
 
 
-def prepare(data: bytes, mime: str | None = None) -> tuple[Image.Image, ImageInfo]:
-    """Steps 1-3: the decoded, oriented, flattened image that dhash is applied to, and its info."""
+def prepare(data: bytes, mime: str | None = None, *,
+            max_side: int | None = None) -> tuple[Image.Image, ImageInfo]:
+    """Steps 1-3: the decoded, oriented, flattened image that dhash is applied to, and its info.
+
+    With `max_side`, a larger image is scaled down to fit `max_side` px as soon as it is
+    decoded (JPEG: while it is decoded, by Pillow's draft mode), before it is oriented or
+    flattened: the query path's bound (`pipeline.variants`). The crawl's canonical hash uses
+    the image as decoded (`max_side=None`); an image already within `max_side` is unchanged.
+    """
     try:
-        return _prepare(data, mime)
+        return _prepare(data, mime, max_side)
     except ImageRejected:
         raise
     except Exception as exc:  # noqa: BLE001 - the boundary: nothing but ImageRejected escapes
@@ -214,7 +225,8 @@ def _map_exception(exc: BaseException) -> ImageRejected:
 # -- sniffing ----------------------------------------------------------------------------------
 
 
-def _prepare(data: bytes, mime: str | None) -> tuple[Image.Image, ImageInfo]:
+def _prepare(data: bytes, mime: str | None,
+             max_side: int | None = None) -> tuple[Image.Image, ImageInfo]:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise Corrupt("not bytes")
     data = bytes(data)
@@ -228,10 +240,10 @@ def _prepare(data: bytes, mime: str | None) -> tuple[Image.Image, ImageInfo]:
             raise Corrupt(kind)
         raise Unsupported(kind)
     if data[:2] == b"\x1f\x8b":
-        return _prepare_svg(_gunzip(data))
+        return _prepare_svg(_gunzip(data), max_side)
     if _looks_like_svg(data):
-        return _prepare_svg(data)
-    return _prepare_raster(data, mime)
+        return _prepare_svg(data, max_side)
+    return _prepare_raster(data, mime, max_side)
 
 
 def _not_a_picture(data: bytes) -> str | None:
@@ -270,7 +282,8 @@ def _gunzip(data: bytes) -> bytes:
 # -- rasters -----------------------------------------------------------------------------------
 
 
-def _prepare_raster(data: bytes, mime: str | None) -> tuple[Image.Image, ImageInfo]:
+def _prepare_raster(data: bytes, mime: str | None,
+                    max_side: int | None) -> tuple[Image.Image, ImageInfo]:
     try:
         image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
     except UnidentifiedImageError:
@@ -278,10 +291,14 @@ def _prepare_raster(data: bytes, mime: str | None) -> tuple[Image.Image, ImageIn
             if mime and mime.lower().startswith(prefix):
                 raise Unsupported(kind if kind != "audio" and kind != "video" else mime) from None
         raise Corrupt("unrecognised image data") from None
-    _check_pixels(image.size)
+    _check_pixels(image.size, image.mode)
     image_format = _FORMAT_NAMES.get(image.format or "", image.format or "?")
+    if max_side is not None and image_format == "JPEG":
+        image.draft(image.mode, (max_side, max_side))  # DCT scaling: decode at 1/2..1/8
     image.load()  # the first frame of an animation; raises on truncated data
     mode = image.mode
+    if max_side is not None:
+        image = _shrink(image, max_side)
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - a malformed EXIF block: show it as stored, as browsers do
@@ -290,12 +307,51 @@ def _prepare_raster(data: bytes, mime: str | None) -> tuple[Image.Image, ImageIn
     return flat, ImageInfo(image_format, flat.width, flat.height, mode, flattened, digest)
 
 
-def _check_pixels(size: tuple[int, int]) -> None:
+def _check_pixels(size: tuple[int, int], mode: str = "RGB") -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise Corrupt(f"declared size {width}x{height}")
     if width * height > MAX_PIXELS:
         raise TooLarge(f"{width}x{height} is over the {MAX_PIXELS}-pixel cap")
+    frame = width * height * _bytes_per_pixel(mode)
+    if frame > MAX_DECODE_BYTES:
+        raise TooLarge(f"{width}x{height} {mode} takes {frame >> 20} MB decoded, over the"
+                       f" {MAX_DECODE_BYTES >> 20} MB cap")
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel of Pillow's storage for `mode` (RGB is stored in 4)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+def _shrink(image: Image.Image, max_side: int) -> Image.Image:
+    """`image` scaled to fit `max_side` px (a copy), or `image` itself when it already fits.
+
+    Palette and bilevel images are first sampled to twice the size (Pillow only samples those),
+    then converted, so the final step averages pixels like every other mode.
+    """
+    if max(image.size) <= max_side:
+        return image
+    if image.mode in ("1", "P"):
+        scale = 2 * max_side / max(image.size)
+        if scale < 1:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            info = dict(image.info)
+            image = image.resize(size, Image.Resampling.NEAREST)
+            image.info.update(info)  # keep the transparent index for _flatten
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    exif = image.info.get("exif")
+    shrunk = image.copy()
+    # Pillow's reduce() step has no 16-bit modes; a plain resize has.
+    gap = None if image.mode in _SIXTEEN_BIT_MODES else 2.0
+    shrunk.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=gap)
+    if exif is not None:
+        shrunk.info["exif"] = exif  # the orientation, applied next
+    return shrunk
 
 
 def _flatten(
@@ -339,7 +395,7 @@ def _composite(rgba: Image.Image, colour: tuple[int, int, int, int]) -> Image.Im
 # -- SVG ---------------------------------------------------------------------------------------
 
 
-def _prepare_svg(data: bytes) -> tuple[Image.Image, ImageInfo]:
+def _prepare_svg(data: bytes, max_side: int | None = None) -> tuple[Image.Image, ImageInfo]:
     if len(data) > MAX_SVG_BYTES:
         raise TooLarge(f"SVG of {len(data)} bytes is over the {MAX_SVG_BYTES}-byte cap")
     _check_svg_tree(data)
@@ -359,6 +415,8 @@ def _prepare_svg(data: bytes) -> tuple[Image.Image, ImageInfo]:
     surface.finish()
     rendered = Image.open(io.BytesIO(output.getvalue()), formats=["PNG"])
     rendered.load()
+    if max_side is not None:
+        rendered = _shrink(rendered, max_side)
     flat, flattened, digest = _flatten(rendered)
     return flat, ImageInfo("SVG", flat.width, flat.height, rendered.mode, flattened, digest)
 

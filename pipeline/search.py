@@ -2,10 +2,11 @@
 
 Step "search" of the flow in docs/architecture.md. The query is hashed with the canonical hash
 (`pipeline.imaging`) plus a few variants (`pipeline.variants`: mirror, trimmed border, ...);
-each variant asks the bktree indexes for `files.dhash <@ (h, d)` (through the
-multi-index-hashing index on `dhash # 0`) or the K nearest (`ORDER BY dhash <-> h`, through the
-BK-tree), and the matches are merged keeping each file's best distance. Article URLs are built
-from the wiki's own `server` and `articlepath` in `wiki_info`. See docs/search.md.
+all variants ask the bktree indexes in one SQL call for `files.dhash <@ (h, d)` (the planner
+takes the multi-index-hashing index, pipeline/migrations/003_dhash_indexes.sql), each row
+tagged with its variant, or, one by one, for the K nearest (`bktree_nearest`, exact), and
+the matches are merged keeping each file's best distance. Article URLs are built from the wiki's
+own `server` and `articlepath` in `wiki_info`. See docs/search.md.
 
 A low-information query (a striped flag, a flat image: `imaging.is_low_information`) matches
 thousands of unrelated files; its results are capped at `LOW_INFORMATION_CAP` with a note.
@@ -21,6 +22,7 @@ from pipeline.storage import Connection
 
 __all__ = [
     "DEFAULT_MAX_DISTANCE",
+    "MAX_USEFUL_DISTANCE",
     "Article",
     "Match",
     "SearchResult",
@@ -33,6 +35,11 @@ __all__ = [
 
 # Bits; chosen from the measurements in docs/search.md (recall of altered copies vs wrong articles).
 DEFAULT_MAX_DISTANCE = 8
+# Bits; the largest radius a search accepts (CLI and web). An unrelated image's hash is within
+# 16 bits of a query with probability 3.9e-5 (binomial, 64 fair bits): ~40 false matches per
+# probe at 1M files, every one of them wrong, and each probe costs far more past it (~330 ms at
+# 32 bits). Recall stops growing at 10-12 bits (docs/search.md).
+MAX_USEFUL_DISTANCE = 16
 MAX_RESULTS = 200  # files listed for one query at most; more is noise, not an answer
 LOW_INFORMATION_CAP = 20  # files listed for a low-information query
 
@@ -95,7 +102,10 @@ def wiki_urls(conn: Connection) -> tuple[str, str]:
     with conn.cursor() as cur:
         cur.execute("SELECT key, value FROM wiki_info WHERE key IN ('server', 'articlepath')")
         info = dict(cur.fetchall())
-    return info.get("server", ""), info.get("articlepath", "/wiki/$1")
+    server = info.get("server", "")
+    if not server.lower().startswith(("http://", "https://", "//")):
+        server = ""  # a javascript: or data: "server" from a hostile wiki never becomes a link
+    return server, info.get("articlepath", "/wiki/$1")
 
 
 # -- search ------------------------------------------------------------------------------------
@@ -114,8 +124,8 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
                   max_distance: int = DEFAULT_MAX_DISTANCE,
                   nearest: int | None = None) -> SearchResult:
     """Search for the hash `int64` (and `probes`, its variants); nearest K when `nearest`."""
-    if max_distance < 0 or max_distance > 64:
-        raise ValueError("max_distance must be within 0..64")
+    if max_distance < 0 or max_distance > MAX_USEFUL_DISTANCE:
+        raise ValueError(f"max_distance must be within 0..{MAX_USEFUL_DISTANCE}")
     if nearest is not None and nearest < 1:
         raise ValueError("nearest must be at least 1")
     probes = probes or [variants.Variant("original", int64)]
@@ -124,21 +134,15 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
     limit = min(nearest, cap) if nearest else cap
     best: dict[int, tuple[int, str]] = {}  # file_id -> (distance, variant)
     with conn.cursor() as cur:
-        for probe in probes:
-            if nearest:
-                rows = _nearest(cur, probe.int64, limit)
-            else:
-                # One more than listed, to know whether the list was cut. `dhash # 0` is
-                # dhash itself, written so as to use the multi-index-hashing index
-                # (pipeline/migrations/002_dhash_mih.sql), faster than the BK-tree at every
-                # radius searched.
-                cur.execute("SELECT file_id, dhash <-> %s AS d FROM files"
-                            " WHERE (dhash # 0) <@ (%s, %s) ORDER BY d LIMIT %s",
-                            (probe.int64, probe.int64, max_distance, cap + 1))
-                rows = cur.fetchall()
-            for file_id, distance in rows:
-                if file_id not in best or distance < best[file_id][0]:
-                    best[file_id] = (distance, probe.name)
+        if nearest:
+            tagged = [(i, *row) for i, probe in enumerate(probes)
+                      for row in _nearest(cur, probe.int64, limit)]
+        else:
+            # One more than listed per variant, to know whether the list was cut.
+            tagged = _within(cur, [probe.int64 for probe in probes], max_distance, cap + 1)
+    for i, file_id, distance in tagged:
+        if file_id not in best or distance < best[file_id][0]:
+            best[file_id] = (distance, probes[i].name)
     ranked = sorted(best.items(), key=lambda item: (item[1][0], item[0]))
     truncated = len(ranked) > limit
     ranked = ranked[:limit]
@@ -200,24 +204,26 @@ def stats(conn: Connection) -> dict:
             "last_crawl": ledger.get_state(conn, ledger.LAST_CRAWL)}
 
 
-# Radii tried through the multi-index-hashing index before the BK-tree's nearest-first walk:
-# where near copies exist (real images cluster) the K nearest are within a few bits and found
-# in a millisecond; the BK-tree walk is the fallback for a query far from everything.
-NEAREST_RADII = (2, 6)
+def _within(cur, hashes: list[int], radius: int, limit: int) -> list[tuple[int, int, int]]:
+    """(query index, file_id, distance) of the files within `radius` of each of `hashes`.
+
+    One round trip for all of them: each query hash is one index scan of a LATERAL join,
+    nearest first and at most `limit` rows each.
+    """
+    cur.execute("SELECT q.i - 1, f.file_id, f.d"
+                " FROM unnest(%s::bigint[]) WITH ORDINALITY AS q (h, i)"
+                " CROSS JOIN LATERAL (SELECT file_id, dhash <-> q.h AS d FROM files"
+                "  WHERE dhash <@ (q.h, %s) ORDER BY d, file_id LIMIT %s) f",
+                (hashes, radius, limit))
+    return cur.fetchall()
 
 
 def _nearest(cur, int64: int, k: int) -> list[tuple[int, int]]:
     """(file_id, distance) of the `k` files nearest to `int64`, nearest first.
 
-    Exact: every file within radius r is found by the index, so when at least k are, the k
-    closest of them are the k closest of all (every other file is farther than r).
+    Exact: `bktree_nearest` (sql/bktree) widens the radius through the multi-index-hashing
+    index until k files are within it, and scans the table beyond 19 bits.
     """
-    for radius in NEAREST_RADII:
-        cur.execute("SELECT file_id, dhash <-> %s AS d FROM files WHERE (dhash # 0) <@ (%s, %s)"
-                    " ORDER BY d, file_id LIMIT %s", (int64, int64, radius, k))
-        rows = cur.fetchall()
-        if len(rows) >= k:
-            return rows
-    cur.execute("SELECT file_id, dhash <-> %s FROM files WHERE dhash IS NOT NULL"
-                " ORDER BY dhash <-> %s LIMIT %s", (int64, int64, k))
+    cur.execute("SELECT file_id, dhash <-> %s FROM bktree_nearest(NULL::files, 'dhash', %s, %s)",
+                (int64, int64, k))
     return cur.fetchall()

@@ -13,6 +13,12 @@ docs/search.md.
 - ``trimmed-mirror``: both;
 - ``uncropped``: the edge rows and columns repeated outwards by `UNCROP` of each side, a guess at
   what a slight crop removed.
+
+The query is decoded once, scaled down to `QUERY_SIDE` px as it is decoded
+(`imaging.prepare(max_side=...)`): dhash looks at 9x8 pixels, so a few hundred per side keep
+every variant's hash, and a 7000x7000 query costs what a 512x512 one does after decoding. For
+an image within `QUERY_SIDE` the canonical hash is exactly `imaging.hash_bytes`'s; for a larger
+one it is the hash of the scaled-down image (what the wiki's thumbnails are hashed from anyway).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ DEFAULT_VARIANTS = ("original", "mirror", "trimmed", "trimmed-mirror", "uncroppe
 BORDER_TOLERANCE = 24  # 0..255: how far a pixel may stray from the border colour and still be frame
 MIN_TRIM = 0.01  # fraction of a side; a thinner "border" is left alone
 UNCROP = 0.025  # fraction of each side re-created by repeating the edge pixels
+QUERY_SIDE = 512  # px: the longest side a query is scaled down to before any variant is made
 
 
 @dataclass(frozen=True)
@@ -48,18 +55,24 @@ def query_variants(data: bytes, names: tuple[str, ...] = DEFAULT_VARIANTS) -> tu
         imaging.HashResult, list[Variant]]:
     """The canonical hash of `data` and the variants named in `names`, distinct hashes only.
 
-    Raises `ImageRejected` exactly when `imaging.hash_bytes` would.
+    Decodes `data` once; raises `ImageRejected` exactly when `imaging.hash_bytes` would (and
+    `TooLarge` for the same caps).
     """
-    canonical = imaging.hash_bytes(data)
-    found = [Variant("original", canonical.int64)]
-    extra = [n for n in names if n != "original"]
-    if not extra:
-        return canonical, found
-    unknown = set(extra) - set(VARIANTS)
+    unknown = set(names) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants: {', '.join(sorted(unknown))}")
-    image, _info = imaging.prepare(data)
+    image, info = imaging.prepare(data, max_side=QUERY_SIDE)
     try:
+        digest = info._hash if info._hash is not None else imagehash.dhash(image)
+        value = imaging.hex_to_int64(str(digest))
+        canonical = imaging.HashResult(
+            hex=str(digest), int64=value, format=info.format, width=info.width,
+            height=info.height, mode=info.mode, flattened=info.flattened,
+            low_information=imaging.is_low_information(value))
+        found = [Variant("original", canonical.int64)]
+        extra = [n for n in names if n != "original"]
+        if not extra:
+            return canonical, found
         image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
         trimmed = trim_border(image)
         for name in extra:
@@ -87,15 +100,15 @@ def trim_border(image: Image.Image) -> Image.Image | None:
     The frame colour is the median of the four corners; a row or column belongs to the frame
     while at least 98% of its pixels are within `BORDER_TOLERANCE` of that colour.
     """
-    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)  # integers throughout
     height, width = pixels.shape[:2]
     if height < 8 or width < 8:
         return None
     corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
-    colour = np.median(corners, axis=0)
-    near = (np.abs(pixels - colour).max(axis=2) <= BORDER_TOLERANCE)
-    rows = near.mean(axis=1) >= 0.98
-    cols = near.mean(axis=0) >= 0.98
+    colour = np.sort(corners, axis=0)[1:3].sum(axis=0, dtype=np.int16) // 2  # the median
+    near = np.abs(pixels - colour).max(axis=2) <= BORDER_TOLERANCE
+    rows = near.sum(axis=1, dtype=np.int32) * 50 >= 49 * width  # at least 98% frame
+    cols = near.sum(axis=0, dtype=np.int32) * 50 >= 49 * height
     top = _run(rows)
     bottom = _run(rows[::-1])
     left = _run(cols)

@@ -1,8 +1,10 @@
 """The bktree extension answers exactly what a brute-force scan answers.
 
-Both operator classes (SP-GiST `bktree_ops`, GIN `bktree_mih_ops`) are checked against
-Hamming distances computed in Python, on random and clustered hashes, for every radius
-0..64 and for KNN, before and after inserts, updates, deletes, VACUUM and REINDEX.
+Every operator class (`bktree_ops` under SP-GiST and the `bktree` access method,
+`bktree_mih_ops` under GIN and `bktree_mih`) is checked against Hamming distances computed in
+Python, on random and clustered hashes, for every radius 0..64 and for KNN
+(`ORDER BY <->` and `bktree_nearest`), before and after inserts, updates, deletes, VACUUM and
+REINDEX; and the batched form (one LATERAL join for many query hashes) against the same.
 """
 
 from __future__ import annotations
@@ -153,14 +155,14 @@ def check_ranges(cur, table: Table, index: str, points: list[int], radii: list[i
     cur.execute("RESET ALL")
 
 
-def check_knn(cur, table: Table, points: list[int]) -> None:
+def check_knn(cur, table: Table, points: list[int], index: str = "hashes_spgist") -> None:
     """ORDER BY hash <-> q LIMIT k returns the k smallest distances (ties in any order)."""
     ids, hashes = table.arrays()
     by_id = dict(zip(ids.tolist(), hashes.tolist(), strict=True))
     sql = "SELECT id, hash <-> %s FROM hashes ORDER BY hash <-> %s LIMIT %s"
     cur.execute("SET enable_seqscan = off")
     cur.execute("SET enable_bitmapscan = off")
-    assert "hashes_spgist" in plan(cur, sql, (0, 0, 10))
+    assert index in plan(cur, sql, (0, 0, 10))
     for q in points:
         d = np.sort(distances(hashes, q))
         for k in (1, 10, 100):
@@ -169,6 +171,41 @@ def check_knn(cur, table: Table, points: list[int]) -> None:
             assert [row[1] for row in got] == d[:k].tolist(), (q, k)
             assert all(hamming(by_id[i], q) == dist for i, dist in got), (q, k)
     cur.execute("RESET enable_seqscan; RESET enable_bitmapscan")
+
+
+def check_nearest(cur, table: Table, points: list[int]) -> None:
+    """bktree_nearest(NULL::hashes, 'hash', q, k) returns the k smallest distances, in order."""
+    ids, hashes = table.arrays()
+    by_id = dict(zip(ids.tolist(), hashes.tolist(), strict=True))
+    sql = "SELECT id, hash <-> %s FROM bktree_nearest(NULL::hashes, 'hash', %s, %s)"
+    for q in points:
+        d = np.sort(distances(hashes, q))
+        for k in (1, 10, 100, 2500):
+            cur.execute(sql, (q, q, k))
+            got = cur.fetchall()
+            assert [row[1] for row in got] == d[:k].tolist(), (q, k)
+            assert len({i for i, _ in got}) == len(got)
+            assert all(hamming(by_id[i], q) == dist for i, dist in got), (q, k)
+    cur.execute(sql, (None, None, 10))
+    assert cur.fetchall() == []
+    cur.execute(sql, (0, 0, 0))
+    assert cur.fetchall() == []
+
+
+def check_batched(cur, table: Table, points: list[int], radius: int) -> None:
+    """One LATERAL join over an array of query hashes tags each match with its query."""
+    ids, hashes = table.arrays()
+    cur.execute(
+        "SELECT q.i, h.id FROM unnest(%s::int8[]) WITH ORDINALITY AS q (h, i)"
+        " CROSS JOIN LATERAL (SELECT id FROM hashes WHERE hash <@ (q.h, %s)) h",
+        (points, radius),
+    )
+    got: dict[int, list[int]] = {}
+    for i, row_id in cur.fetchall():
+        got.setdefault(i - 1, []).append(row_id)
+    for n, q in enumerate(points):
+        expected = sorted(ids[distances(hashes, q) <= radius].tolist())
+        assert sorted(got.get(n, [])) == expected, (q, radius)
 
 
 def mutate(rng: random.Random, table: Table) -> None:
@@ -192,7 +229,9 @@ def mutate(rng: random.Random, table: Table) -> None:
 
 
 @pytest.mark.parametrize(
-    ("opclass", "method"), [("bktree_ops", "spgist"), ("bktree_mih_ops", "gin")]
+    ("opclass", "method"),
+    [("bktree_ops", "spgist"), ("bktree_mih_ops", "gin"), ("bktree_ops", "bktree"),
+     ("bktree_mih_ops", "bktree_mih")],
 )
 def test_exact_against_brute_force(conn, opclass: str, method: str) -> None:
     rng = random.Random(20240 + len(opclass))
@@ -210,19 +249,25 @@ def test_exact_against_brute_force(conn, opclass: str, method: str) -> None:
     all_radii = list(range(65))
     small_radii = [0, 1, 2, 3, 4, 5, 6, 8, 11, 12, 16, 33, 64]
     check_ranges(cur, table, index, query_points(rng, table, 4), all_radii)
-    if method == "spgist":
-        check_knn(cur, table, query_points(rng, table, 3))
+    ordered = method in ("spgist", "bktree")
+    if ordered:
+        check_knn(cur, table, query_points(rng, table, 3), index)
+    if method.startswith("bktree"):
+        check_nearest(cur, table, query_points(rng, table, 3))
+        check_batched(cur, table, query_points(rng, table, 8), 6)
 
     mutate(rng, table)
     check_ranges(cur, table, index, query_points(rng, table, 3), small_radii)
     cur.execute("VACUUM hashes")
     check_ranges(cur, table, index, query_points(rng, table, 3), small_radii)
-    if method == "spgist":
-        check_knn(cur, table, query_points(rng, table, 2))
+    if ordered:
+        check_knn(cur, table, query_points(rng, table, 2), index)
+    if method.startswith("bktree"):
+        check_nearest(cur, table, query_points(rng, table, 2))
     cur.execute(f"REINDEX INDEX {index}")
     check_ranges(cur, table, index, query_points(rng, table, 3), small_radii)
-    if method == "spgist":
-        check_knn(cur, table, query_points(rng, table, 2))
+    if ordered:
+        check_knn(cur, table, query_points(rng, table, 2), index)
 
     # count(*) agrees whatever the plan
     cur.execute("SET enable_seqscan = off")
@@ -253,7 +298,7 @@ def test_amvalidate(conn) -> None:
         "SELECT opcname, amvalidate(oid) FROM pg_opclass"
         " WHERE opcname IN ('bktree_ops', 'bktree_mih_ops') ORDER BY 1"
     )
-    assert cur.fetchall() == [("bktree_mih_ops", True), ("bktree_ops", True)]
+    assert cur.fetchall() == [("bktree_mih_ops", True)] * 2 + [("bktree_ops", True)] * 2
 
 
 def test_operators_and_function(conn) -> None:

@@ -1,10 +1,10 @@
 """Bounded downloads against a real HTTP server on 127.0.0.1 that misbehaves on purpose."""
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from httpserver import running
 
 from pipeline import fetch
 from pipeline.errors import FetchError, FetchTimeout, ForbiddenURL, HTTPStatusError, TooLarge
@@ -58,6 +58,20 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", "http://127.0.0.2:9/elsewhere.png")
             self.end_headers()
+        elif route == "/drip":  # a slow-drip server: a byte every 0.5 s, each within any timeout
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(PNG)))
+            self.end_headers()
+            try:
+                for byte in PNG:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
+        elif route == "/space%20in.png":
+            self._send(200, PNG, "IMAGE/PNG")
         elif route == "/here":
             self.send_response(301)
             self.send_header("Location", "/ok.png")
@@ -73,12 +87,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with running(Handler) as host:
+        yield f"http://{host}"
 
 
 def get(server, path, **kw):
@@ -100,6 +110,7 @@ def test_ok_and_same_host_redirect(server):
     ("/endless", TooLarge, False),
     ("/stall", FetchTimeout, True),
     ("/short", FetchError, True),
+    ("/drip", FetchTimeout, True),  # issue 18 #7: returned after 125 s with timeout=5
     ("/away", ForbiddenURL, False),
 ])
 def test_misbehaving_server_ends_in_a_typed_error_in_time(server, path, error, retryable):
@@ -113,3 +124,23 @@ def test_misbehaving_server_ends_in_a_typed_error_in_time(server, path, error, r
 def test_host_not_named_by_the_wiki_is_refused(server):
     with pytest.raises(ForbiddenURL):
         get(server, "/ok.png", allowed_hosts={"http://127.0.0.1:1"})
+
+
+def test_a_space_and_an_upper_case_content_type_are_accepted(server):
+    assert get(server, "/space in.png").data == PNG
+
+
+class KeepAlive(Handler):
+    protocol_version = "HTTP/1.1"
+
+
+def test_connections_are_reused_within_a_session():
+    session = fetch.new_session("wikihash-test/0 (test@example.org)")
+    with running(KeepAlive) as host:
+        base = f"http://{host}"
+        for _ in range(3):
+            got = fetch.download(session, base + "/ok.png", allowed_hosts={base},
+                                 max_bytes=10_000, timeout=3)
+            assert got.data == PNG
+            assert len(session._idle) == 1
+        session.close()

@@ -16,6 +16,7 @@ link-local addresses refused, after redirects and against DNS rebinding).
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 import subprocess
@@ -311,3 +312,82 @@ def test_hostile_titles_round_trip_through_crawl_search_and_export(db_url, make_
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     urls = {u for (u,) in sql_rows(target, "SELECT url FROM hashes")}
     assert urls == {t.replace(" ", "_") for t in TITLES}
+
+
+# -- issue 18: secrets on command lines and screens, local files ----------------------------------
+
+
+def test_export_never_puts_the_password_on_pg_dumps_command_line(db_url, tmp_path):
+    """Issue 18 #11: the URL with its password was pg_dump's argv, readable in /proc by anyone.
+    The shared server trusts loopback, so the password is ignored but must travel all the same."""
+    import os
+    import threading
+
+    storage.migrate(db_url)
+    secret = "not-on-argv-8c1f"
+    url = db_url.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                            line = handle.read().replace(b"\0", b" ").decode(errors="replace")
+                    except OSError:
+                        continue
+                    if "pg_dump" in line:
+                        seen.append(line)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        export.export(url, tmp_path / "out")
+    finally:
+        done.set()
+        watcher.join()
+    assert seen, "pg_dump was never seen running"
+    assert not [line for line in seen if secret in line]
+    assert export.without_password(url) == (db_url, {"PGPASSWORD": secret})
+    query = export.without_password("postgresql://me@db/x?password=p%26w&sslmode=require")
+    assert query == ("postgresql://me@db/x?sslmode=require", {"PGPASSWORD": "p&w"})
+
+
+def test_config_masks_passwords_in_every_url(monkeypatch):
+    """Issue 18 #12: `?password=` and credentials in the API URL were printed as they are."""
+    from click.testing import CliRunner
+
+    monkeypatch.setenv("WIKIHASH_DATABASE_URL",
+                       "postgresql://me@db.example/wikihash?password=hunter2&sslmode=require")
+    monkeypatch.setenv("WIKIHASH_API_URL", "https://bot:s3cret@wiki.example/w/api.php?token=t0k")
+    out = CliRunner().invoke(cli, ["config"]).output
+    for secret in ("hunter2", "s3cret", "t0k"):
+        assert secret not in out
+    assert "sslmode=require" in out and "https://bot:***@wiki.example/w/api.php" in out
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "huge"])
+def test_wikihash_hash_refuses_what_it_cannot_read_in_bounds(tmp_path, kind):
+    """Issue 18 #17: /dev/zero read without limit, a FIFO hung, a 1 GB file was read whole."""
+    import os
+    import sys
+    import time
+
+    if kind == "dev-zero":
+        path = "/dev/zero"
+    elif kind == "fifo":
+        path = str(tmp_path / "pipe")
+        os.mkfifo(path)
+    else:
+        path = str(tmp_path / "huge.png")
+        with open(path, "wb") as handle:  # sparse: 1 GB declared, nothing written
+            handle.truncate(1024**3)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "hash", "--json", path],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)["error"]
+    assert error.startswith("toolarge" if kind == "huge" else "cannot read"), error
+    assert time.monotonic() - started < 10

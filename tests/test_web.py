@@ -1,23 +1,12 @@
-"""The web API over the crawled fake wiki, and `pipeline.safeurl` against local HTTP servers.
-
-User-given URLs must never reach private, loopback or link-local addresses, directly, through a
-redirect, or through a name that resolves (or re-resolves) to one; the allow-list is the only way
-through, and it names host:port as written in the URL.
-"""
+"""The web API over the crawled fake wiki (`pipeline.safeurl` has test_safeurl.py)."""
 
 from __future__ import annotations
 
-import http.server
-import socket
-import threading
-import time
 import warnings
-from collections.abc import Iterator
 
 import pytest
 
-from pipeline import safeurl, web
-from pipeline.errors import FetchError, FetchTimeout, ForbiddenURL, TooLarge
+from pipeline import web
 from tests.crawled import Crawled
 
 with warnings.catch_warnings():
@@ -26,152 +15,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, dict[str, str], bytes, float]] = {}
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        status, headers, body, delay = self.routes.get(self.path, (404, {}, b"no", 0.0))
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if delay:
-            self.wfile.write(body[:10])
-            self.wfile.flush()
-            time.sleep(delay)
-        try:
-            self.wfile.write(body)
-        except OSError:
-            pass
-
-
-@pytest.fixture
-def local_server() -> Iterator[tuple[str, dict]]:
-    routes: dict = {}
-    handler = type("Handler", (_Handler,), {"routes": routes})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", routes
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-# -- safeurl ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-    "224.0.0.1", "240.0.0.1", "100.64.0.1", "::1", "fe80::1", "fc00::1", "::",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "ff02::1",
-])
-def test_private_addresses_are_refused(address):
-    with pytest.raises(ForbiddenURL):
-        safeurl.check_address(address)
-
-
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
-def test_public_addresses_pass(address):
-    safeurl.check_address(address)
-
-
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/x.png", "gopher://x/",
-                                 "http://user:pw@example.org/x.png", "http:///x.png",
-                                 "http://[::1/"])
-def test_bad_urls_are_refused_before_any_connection(url):
-    with pytest.raises(ForbiddenURL):
-        safeurl.fetch(url, max_bytes=1000, timeout=5)
-
-
-def test_loopback_is_refused_unless_allow_listed(local_server):
-    host, routes = local_server
-    routes["/a.png"] = (200, {"Content-Type": "image/png"}, PNG + b"x" * 100, 0.0)
-    with pytest.raises(ForbiddenURL, match="loopback"):
-        safeurl.fetch(f"http://{host}/a.png", max_bytes=10_000, timeout=5)
-    port = host.split(":")[1]
-    with pytest.raises(ForbiddenURL):  # the allow-list names host:port as written
-        safeurl.fetch(f"http://localhost:{port}/a.png", max_bytes=10_000, timeout=5,
-                      allow_hosts=frozenset({host}))
-    got = safeurl.fetch(f"http://{host}/a.png", max_bytes=10_000, timeout=5,
-                        allow_hosts=frozenset({host}))
-    assert got.data.startswith(PNG) and got.content_type == "image/png"
-
-
-def test_every_redirect_hop_is_checked(local_server):
-    host, routes = local_server
-    port = host.split(":")[1]
-    routes["/hop"] = (302, {"Location": f"http://localhost:{port}/a.png"}, b"", 0.0)
-    routes["/ok"] = (302, {"Location": "/a.png"}, b"", 0.0)
-    routes["/a.png"] = (200, {"Content-Type": "image/png"}, PNG, 0.0)
-    routes["/loop"] = (302, {"Location": "/loop"}, b"", 0.0)
-    allow = frozenset({host})
-    with pytest.raises(ForbiddenURL):
-        safeurl.fetch(f"http://{host}/hop", max_bytes=1000, timeout=5, allow_hosts=allow)
-    assert safeurl.fetch(f"http://{host}/ok", max_bytes=1000, timeout=5,
-                         allow_hosts=allow).url.endswith("/a.png")
-    with pytest.raises(FetchError, match="redirects"):
-        safeurl.fetch(f"http://{host}/loop", max_bytes=1000, timeout=5, allow_hosts=allow)
-
-
-def test_size_and_time_limits(local_server):
-    host, routes = local_server
-    allow = frozenset({host})
-    routes["/big"] = (200, {"Content-Type": "image/png"}, PNG + bytes(5000), 0.0)
-    routes["/slow"] = (200, {"Content-Type": "image/png"}, PNG + bytes(100), 3.0)
-    with pytest.raises(TooLarge):
-        safeurl.fetch(f"http://{host}/big", max_bytes=1000, timeout=5, allow_hosts=allow)
-    started = time.monotonic()
-    with pytest.raises(FetchTimeout):
-        safeurl.fetch(f"http://{host}/slow", max_bytes=10_000, timeout=1, allow_hosts=allow)
-    assert time.monotonic() - started < 2.5
-
-
-def test_a_name_with_any_private_address_is_refused(monkeypatch):
-    def resolve(host, port, *args, **kwargs):
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    with pytest.raises(ForbiddenURL, match="10.0.0.7"):
-        safeurl.fetch("http://images.example/x.png", max_bytes=1000, timeout=5)
-
-
-def test_the_connection_goes_to_the_checked_address(monkeypatch, local_server):
-    """DNS rebinding: the name is resolved once and the socket connects to that address."""
-    host, routes = local_server
-    port = int(host.split(":")[1])
-    routes["/a.png"] = (200, {"Content-Type": "image/png"}, PNG, 0.0)
-    lookups = []
-    real_resolve = socket.getaddrinfo
-
-    def resolve(host, *args, **kwargs):
-        if host != "rebind.example":
-            return real_resolve(host, *args, **kwargs)  # the IP literal create_connection gets
-        lookups.append(host)
-        address = "127.0.0.1" if len(lookups) == 1 else "93.184.216.34"  # a rebinding DNS
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    connected = []
-    real = socket.create_connection
-
-    def create_connection(address, *args, **kwargs):
-        connected.append(address)
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", create_connection)
-    got = safeurl.fetch(f"http://rebind.example:{port}/a.png", max_bytes=1000, timeout=5,
-                        allow_hosts=frozenset({f"rebind.example:{port}"}))
-    assert got.data == PNG
-    assert connected == [("127.0.0.1", port)]
-    assert lookups == ["rebind.example"]
+TEST_NAMES = frozenset({"testserver"})  # the Host Starlette's TestClient sends
 
 
 # -- the API -----------------------------------------------------------------------------------
@@ -181,7 +25,8 @@ def client(crawled: Crawled) -> TestClient:  # noqa: F811 - the imported fixture
     allowed = crawled.server.base_url.split("//", 1)[1]
     app = web.create_app(web.WebSettings(database_url=crawled.db_url, fetch_timeout=10,
                                          max_upload_bytes=2_000_000,
-                                         allow_hosts=frozenset({allowed})))
+                                         allow_hosts=frozenset({allowed}),
+                                         served_names=TEST_NAMES))
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -250,7 +95,8 @@ def test_a_streamed_body_over_the_cap_is_cut_off(client):
 
 
 def test_database_down_is_503(tmp_path):
-    app = web.create_app(web.WebSettings(database_url="postgresql://postgres@127.0.0.1:1/none"))
+    app = web.create_app(web.WebSettings(database_url="postgresql://postgres@127.0.0.1:1/none",
+                                         served_names=TEST_NAMES))
     response = TestClient(app, raise_server_exceptions=False).get("/api/stats")
     assert response.status_code == 503
     assert set(response.json()) == {"error"}
@@ -268,7 +114,8 @@ def test_stats_and_page(client, crawled):  # noqa: F811
 
 def test_basic_auth_guards_every_route(tmp_path):
     app = web.create_app(web.WebSettings(database_url="postgresql://postgres@127.0.0.1:1/none",
-                                         auth="reader:long-passphrase"))
+                                         auth="reader:long-passphrase",
+                                         served_names=TEST_NAMES))
     anonymous = TestClient(app, raise_server_exceptions=False)
     for path in ("/", "/api/stats"):
         response = anonymous.get(path)
@@ -288,3 +135,242 @@ def test_serve_beyond_loopback_needs_a_password(monkeypatch):
     refused = CliRunner().invoke(cli, ["serve", "--address", "0.0.0.0"])
     assert refused.exit_code == 1
     assert "WIKIHASH_SERVE_AUTH" in refused.output
+
+
+# -- issue 18: concurrency, overload, slow clients, hostile requests ---------------------------
+
+import io  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+import httpx  # noqa: E402
+import psycopg2  # noqa: E402
+from httpserver import Reply, Routes, running  # noqa: E402
+from PIL import Image  # noqa: E402
+from services import free_port  # noqa: E402
+
+from pipeline import storage  # noqa: E402
+
+
+@pytest.fixture
+def small_index(db_url) -> str:
+    """A ledger with a few hashed files and a hostile wiki `server` (javascript:)."""
+    storage.migrate(db_url)
+    conn = psycopg2.connect(db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO wiki_info VALUES"
+                    " ('server', 'javascript:alert(document.domain)//'),"
+                    " ('articlepath', '/wiki/$1')")
+        for i in range(5):
+            cur.execute("INSERT INTO pages (page_id, title) VALUES (%s, %s)", (i, f"Page {i}"))
+            cur.execute("INSERT INTO files (title, state, dhash) VALUES (%s, 'hashed', %s)"
+                        " RETURNING file_id", (f"File {i}.png", _query_hash() ^ i))
+            cur.execute("INSERT INTO usages (page_id, file_id) VALUES (%s, %s)",
+                        (i, cur.fetchone()[0]))
+    conn.close()
+    return db_url
+
+
+def _query_png() -> bytes:
+    image = Image.linear_gradient("L").resize((200, 150)).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _query_hash() -> int:
+    from pipeline import imaging
+
+    return imaging.hash_bytes(_query_png()).int64
+
+
+class Live:
+    """The app on a real uvicorn server (web.server) on 127.0.0.1, in a thread."""
+
+    def __init__(self, app, header_timeout: float = web.HEADER_TIMEOUT) -> None:
+        self.port = free_port()
+        self.server = web.server(app, "127.0.0.1", self.port, header_timeout=header_timeout)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live(small_index):
+    started = []
+
+    def start(**settings):
+        header_timeout = settings.pop("header_timeout", web.HEADER_TIMEOUT)
+        app = web.create_app(web.WebSettings(database_url=small_index, **settings))
+        started.append(Live(app, header_timeout))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _together(n: int, call) -> list:
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: call(), range(n)))
+
+
+def test_simultaneous_first_requests_and_more_than_the_pool_all_succeed(live):
+    """Issue 18 #3-4: 5 concurrent searches gave a 500 (pool of 4 errors instead of waiting);
+    the first 4 requests after start three 500s (pool made racily)."""
+    server = live(db_connections=2, queue_wait=60)
+    png = _query_png()
+
+    def search():
+        return httpx.post(server.url + "/api/search", files={"image": ("q.png", png)},
+                          timeout=60).status_code
+
+    assert _together(12, search) == [200] * 12
+    assert _together(12, lambda: httpx.get(server.url + "/api/stats").status_code) == [200] * 12
+
+
+def test_overload_is_503_with_retry_after_never_500(live, monkeypatch):
+    server = live(db_connections=1, queue_wait=0.2)
+    monkeypatch.setattr(web.search, "stats", _slow_stats)
+    answers = _together(8, lambda: httpx.get(server.url + "/api/stats", timeout=30))
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) == {200, 503}, statuses
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers["Retry-After"].isdigit()
+    assert "busy" in refused.json()["error"]
+
+
+def _slow_stats(conn) -> dict:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_sleep(1)")
+    return {}
+
+
+def test_slow_remote_servers_do_not_starve_other_requests(live):
+    """Issue 18 #5: 45 URL searches against a slow server delayed /api/stats by 8.7 s."""
+    routes = {"/slow.png": Reply(200, {"Content-Type": "image/png"}, _query_png(), delay=4.0)}
+    with running(Routes, routes) as host:
+        server = live(allow_hosts=frozenset({host}), fetch_timeout=10)
+        with ThreadPoolExecutor(45) as pool:
+            pending = [pool.submit(httpx.post, server.url + "/api/search",
+                                   data={"url": f"http://{host}/slow.png"}, timeout=60)
+                       for _ in range(45)]
+            time.sleep(1.0)
+            started = time.monotonic()
+            assert httpx.get(server.url + "/api/stats", timeout=30).status_code == 200
+            assert time.monotonic() - started < 1.0
+            statuses = {p.result().status_code for p in pending}
+    assert statuses <= {200, 503}, statuses
+
+
+def test_connections_that_trickle_headers_or_bodies_are_closed(live):
+    """Issue 18 #5: 300 slowloris connections were held open indefinitely."""
+    server = live(header_timeout=1.0)
+    sockets = []
+    for _ in range(50):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+        sockets.append(sock)
+    idle = socket.create_connection(("127.0.0.1", server.port))  # connects, sends nothing
+    time.sleep(2.5)
+    for sock in [*sockets, idle]:
+        sock.settimeout(2)
+        assert sock.recv(100) == b""  # closed by the server
+        sock.close()
+    # a body that stops arriving: 408, and the connection is closed
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: 100\r\n\r\n{\"url\"")
+    sock.settimeout(web.BODY_IDLE + 5)
+    assert sock.recv(100).startswith(b"HTTP/1.1 408")
+    sock.close()
+    assert httpx.get(server.url + "/api/stats").status_code == 200
+
+
+def test_hostile_requests_are_400s_and_links_are_http_only(live):
+    """Issue 18 #10, #14, #15, #18, #19."""
+    server = live()
+    png = _query_png()
+    got = httpx.post(server.url + "/api/search", files={"image": ("q.png", png)})
+    assert got.status_code == 200, got.text
+    for match in got.json()["matches"]:  # a javascript: "server" from the wiki is no link
+        assert match["file_url"] is None
+        assert all(not a["url"].lower().startswith("javascript") for a in match["articles"])
+    headers = got.headers
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    deep = "[" * 100_000 + "]" * 100_000
+    cases = [
+        (httpx.post(server.url + "/api/search", content=deep,
+                    headers={"Content-Type": "application/json"}), 400),
+        (httpx.post(server.url + "/api/search",
+                    content=json.dumps({"url": "x", "max_distance": 17}),
+                    headers={"Content-Type": "APPLICATION/JSON"}), 400),
+        (httpx.get(server.url + "/api/stats", headers={"Host": "rebind.attacker.example"}), 403),
+        (httpx.post(server.url + "/api/search", data={"url": "http://x.test/a.png"},
+                    headers={"Origin": "http://attacker.example"}), 403),
+        (httpx.post(server.url + "/api/search", files={"image": ("q.png", png)},
+                    headers={"Content-Type": "Multipart/Form-Data; boundary=x"}), 400),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, (response.request.url, response.text)
+        assert set(response.json()) == {"error"}
+    same_origin = httpx.post(server.url + "/api/search", files={"image": ("q.png", png)},
+                             headers={"Origin": server.url})
+    assert same_origin.status_code == 200
+
+
+def test_a_non_ascii_authorization_header_is_a_400(small_index):
+    app = web.create_app(web.WebSettings(database_url=small_index, auth="reader:long-passphrase",
+                                         served_names=TEST_NAMES))
+    client = TestClient(app, raise_server_exceptions=False)
+    response = client.get("/", headers={"Authorization": "Basic été".encode()})
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("variable, command", [("WIKIHASH_SERVE_AUTH", ["serve", "--address",
+                                                                         "0.0.0.0"]),
+                                                ("WIKIHASH_FLOWER_AUTH", ["flower"])])
+@pytest.mark.parametrize("value", [":", "user:", ":password", " : "])
+def test_empty_credentials_are_refused(monkeypatch, variable, command, value):
+    """Issue 18 #13: ":" let serve bind beyond loopback and started an open Flower."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    monkeypatch.setenv(variable, value)
+    refused = CliRunner().invoke(cli, command)
+    assert refused.exit_code == 1
+    assert variable in refused.output
+
+
+def test_the_page_links_only_http_urls():
+    """Issue 18 #10 in the page itself: app.js's safeUrl, run by node when it is installed."""
+    import re
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    source = (web.STATIC / "app.js").read_text()
+    function = re.search(r"function safeUrl\(value\) \{.*?\n\}\n", source, re.DOTALL).group(0)
+    script = ("const window = {location: {href: 'http://127.0.0.1:8000/'}};\n" + function +
+              "console.log(JSON.stringify(['javascript:alert(1)', ' JavaScript:alert(1)',"
+              " 'data:text/html,x', 'https://en.wikipedia.org/wiki/A', '/wiki/B']"
+              ".map(safeUrl)));")
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30)
+    assert json.loads(out.stdout) == [None, None, None, "https://en.wikipedia.org/wiki/A",
+                                      "http://127.0.0.1:8000/wiki/B"]

@@ -20,7 +20,6 @@ import resource
 from collections.abc import Callable, Iterator, Sequence
 
 import redis
-import requests
 from celery import Task, current_app
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_process_init
@@ -54,7 +53,7 @@ class WikihashTask(Task):
 
     _pid: int | None = None
     _conn: Connection | None = None
-    _session: requests.Session | None = None
+    _session: fetch.Session | None = None
     _limiters: tuple[DownloadSlots, Bandwidth] | None = None
 
     # -- resources -------------------------------------------------------------------------
@@ -89,7 +88,7 @@ class WikihashTask(Task):
                     conn.close()
             raise
 
-    def session(self) -> requests.Session:
+    def session(self) -> fetch.Session:
         self._own()
         if self._session is None:
             self._session = fetch.new_session(self.settings.user_agent)

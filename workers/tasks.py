@@ -17,7 +17,7 @@ import logging
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from pipeline import celeryapp, fetch, imaging, ledger
+from pipeline import celeryapp, fetch, ledger, sandbox
 from pipeline.errors import FetchError, HTTPStatusError, ImageRejected, StorageError
 from pipeline.ledger import Result
 from workers.base import WikihashTask
@@ -102,7 +102,7 @@ def hash_batch(self: WikihashTask, items: list[dict]) -> None:
     results = []
     for index, item in enumerate(items):
         try:
-            result = imaging.hash_bytes(base64.b64decode(item["data"]))
+            result = sandbox.hash_bytes(base64.b64decode(item["data"]))
         except ImageRejected as exc:
             decision = decide_hash(exc)
             results.append(Result(item["sha1"], decision.state, reason=decision.reason))

@@ -1,11 +1,21 @@
-"""Radius searches on one table holding both bktree indexes, as `files` does since migration 002.
+"""Radius, nearest and batched searches: main's index layout against bktree 1.1's, same run.
 
-    python ops/bench/radius.py [--rows 10000000] [--queries 15] [--radii 3,4,6,8,10]
+    python ops/bench/radius.py [--rows 1000000] [--queries 15] [--radii 3,4,6,8,10]
+    python ops/bench/radius.py --rows 20000 --queries 3      # tiny mode for CI
 
-Loads random 64-bit hashes into a scratch database, builds the SP-GiST BK-tree on `hash` and
-the GIN multi-index-hashing index on `hash # 0`, and times the same queries written both ways:
-`hash <@ (q, r)` (what the planner does with the tutorial's query) against `(hash # 0) <@ (q, r)`
-(what `wikihash search` asks). Prints which index each plan used and the median latency.
+Loads random 64-bit hashes into two tables of a scratch database:
+- `old`: main's layout (migration 002): the SP-GiST BK-tree on `hash` and the GIN
+  multi-index-hashing index (`bktree_mih_ops` of 1.0) on the expression `hash # 0`;
+- `new`: migration 003's: `USING bktree (hash)` and `USING bktree_mih (hash)`, both on `hash`,
+  the planner choosing between them.
+and times, with the plan each query got:
+- `hash <@ (q, r)` (the tutorial's query) on both, and `(hash # 0) <@ (q, r)` on `old` (what
+  `wikihash search` asked before);
+- the k nearest (k = 10, 100): main's `ORDER BY hash <-> q LIMIT k` (and search.py's former
+  MIH-at-2-then-6-bits shortcut) against `bktree_nearest`;
+- 8 and 64 query hashes at radius 4: one round trip each against one LATERAL join.
+Needs bktree 1.1 on the server (WIKIHASH_TEST_ADMIN_URL). The machine may be shared: compare
+columns within one run.
 """
 
 from __future__ import annotations
@@ -21,13 +31,51 @@ import psycopg2
 
 ADMIN_URL = os.environ.get("WIKIHASH_TEST_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
+LAYOUTS = {
+    "old": ("CREATE INDEX old_sp ON old USING spgist (hash bktree_ops)",
+            "CREATE INDEX old_gin ON old USING gin ((hash # 0) bktree_mih_ops)"),
+    "new": ("CREATE INDEX new_bk ON new USING bktree (hash)",
+            "CREATE INDEX new_mih ON new USING bktree_mih (hash)"),
+}
+
+
+def index_used(cur, query: str, args: tuple) -> str:
+    cur.execute("EXPLAIN " + query, args)
+    plan = " ".join(row[0] for row in cur.fetchall())
+    for name, label in (("_sp ", "BK-tree"), ("_bk ", "BK-tree"), ("_gin ", "MIH 1.0"),
+                        ("_mih ", "MIH 1.1"), ("bktree_nearest", "bktree_nearest")):
+        if name in plan + " ":
+            return label
+    return "seq scan"
+
+
+def median_ms(cur, query: str, points: list, extra: tuple = ()) -> float:
+    times = []
+    for q in points:
+        args = tuple(q if a is None else a for a in extra) if extra else (q,)
+        started = time.perf_counter()
+        cur.execute(query, args)
+        cur.fetchall()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def old_nearest(cur, q: int, k: int) -> None:
+    """pipeline/search.py's nearest search on main: MIH at 2 then 6 bits, else the BK-tree."""
+    for radius in (2, 6):
+        cur.execute("SELECT id, hash <-> %s AS d FROM old WHERE (hash # 0) <@ (%s, %s)"
+                    " ORDER BY d, id LIMIT %s", (q, q, radius, k))
+        if len(cur.fetchall()) >= k:
+            return
+    cur.execute("SELECT id FROM old ORDER BY hash <-> %s LIMIT %s", (q, k))
+    cur.fetchall()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=15)
-    parser.add_argument("--radii", default="3,4,6,8,10")
+    parser.add_argument("--radii", default="0,3,4,6,8,10,12,15")
     args = parser.parse_args()
     name = f"wikihash_bench_radius_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(ADMIN_URL)
@@ -39,39 +87,79 @@ def main() -> None:
         cur = conn.cursor()
         cur.execute("CREATE EXTENSION bktree")
         cur.execute("SET maintenance_work_mem = '1GB'")
-        cur.execute("CREATE TABLE h (id serial, hash bigint)")
         started = time.monotonic()
-        cur.execute("INSERT INTO h (hash) SELECT ((random() - 0.5) * 18446744073709551615)"
+        cur.execute("CREATE TABLE old (id serial, hash bigint)")
+        cur.execute("INSERT INTO old (hash) SELECT ((random() - 0.5) * 18446744073709551615)"
                     "::numeric::bigint # (random() * 65535)::bigint"
                     " FROM generate_series(1, %s)", (args.rows,))
-        print(f"{args.rows} random hashes loaded in {time.monotonic() - started:.0f} s")
-        for index, ddl in (("BK-tree", "CREATE INDEX h_sp ON h USING spgist (hash bktree_ops)"),
-                           ("MIH", "CREATE INDEX h_gin ON h USING gin"
-                                   " ((hash # 0) bktree_mih_ops)")):
-            started = time.monotonic()
-            cur.execute(ddl)
-            print(f"{index} built in {time.monotonic() - started:.0f} s")
-        cur.execute("VACUUM ANALYZE h")
+        cur.execute("CREATE TABLE new AS SELECT * FROM old")
+        print(f"{args.rows:,} random hashes loaded in {time.monotonic() - started:.0f} s\n")
+        print("| index | build (s) | size (MB) |\n| --- | ---: | ---: |")
+        for table, ddls in LAYOUTS.items():
+            for ddl in ddls:
+                started = time.monotonic()
+                cur.execute(ddl)
+                index = ddl.split()[2]
+                cur.execute("SELECT pg_relation_size(%s)", (index,))
+                size = cur.fetchone()[0] / 2**20
+                print(f"| {ddl.split(' ON ')[1]} | {time.monotonic() - started:.1f} | {size:.0f} |")
+            cur.execute(f"VACUUM ANALYZE {table}")
         step = max(1, args.rows // args.queries)
-        cur.execute("SELECT hash FROM h WHERE id %% %s = 0 LIMIT %s", (step, args.queries))
+        cur.execute("SELECT hash FROM old WHERE id %% %s = 0 LIMIT %s", (step, args.queries))
         rnd = random.Random(7)
-        points = [q ^ (1 << rnd.randrange(63)) for (q,) in cur.fetchall()]
-        print("\n| radius | `hash <@` | `(hash # 0) <@` |\n| ---: | ---: | ---: |")
+        stored = [q for (q,) in cur.fetchall()]
+        points = [q ^ (1 << rnd.randrange(63)) for q in stored]
+
+        print("\nRadius searches, median ms (index the plan used)\n")
+        print("| radius | main: `hash <@` | main: `(hash # 0) <@` | 1.1: `hash <@` |\n"
+              "| ---: | ---: | ---: | ---: |")
         for radius in map(int, args.radii.split(",")):
             cells = []
-            for expr in ("hash", "(hash # 0)"):
-                query = f"SELECT id FROM h WHERE {expr} <@ (%s, %s)"
-                cur.execute("EXPLAIN " + query, (points[0], radius))
-                plan = " ".join(row[0] for row in cur.fetchall())
-                used = "BK-tree" if "h_sp" in plan else "MIH" if "h_gin" in plan else "seq scan"
-                times = []
-                for q in points:
-                    started = time.perf_counter()
-                    cur.execute(query, (q, radius))
+            for query in ("SELECT id FROM old WHERE hash <@ (%s, %s)",
+                          "SELECT id FROM old WHERE (hash # 0) <@ (%s, %s)",
+                          "SELECT id FROM new WHERE hash <@ (%s, %s)"):
+                used = index_used(cur, query, (points[0], radius))
+                cells.append(f"{median_ms(cur, query, points, (None, radius)):.1f} ({used})")
+            print(f"| {radius} | " + " | ".join(cells) + " |")
+
+        print("\nK nearest (random query points: the k-th nearest is 12-16 bits away), median ms\n")
+        print("| k | main: `ORDER BY <-> LIMIT k` | main: search.py's nearest |"
+              " 1.1: `bktree_nearest` |\n| ---: | ---: | ---: | ---: |")
+        far = [rnd.getrandbits(63) for _ in points]
+        for k in (10, 100):
+            knn = median_ms(cur, "SELECT id FROM old ORDER BY hash <-> %s LIMIT %s", far,
+                            (None, k))
+            times = []
+            for q in far:
+                started = time.perf_counter()
+                old_nearest(cur, q, k)
+                times.append(time.perf_counter() - started)
+            shortcut = statistics.median(times) * 1000
+            nearest = median_ms(cur, "SELECT id FROM bktree_nearest(NULL::new, 'hash', %s, %s)",
+                                far, (None, k))
+            print(f"| {k} | {knn:.0f} | {shortcut:.0f} | {nearest:.0f} |")
+
+        print("\nBatched probes at radius 4, ms per batch (median of 5 batches)\n")
+        print("| hashes | one round trip each (1.1 `hash <@`) | one LATERAL call |\n"
+              "| ---: | ---: | ---: |")
+        for size in (8, 64):
+            batches = [[rnd.choice(stored) ^ (1 << rnd.randrange(63)) for _ in range(size)]
+                       for _ in range(5)]
+            each, batched = [], []
+            for batch in batches:
+                started = time.perf_counter()
+                for q in batch:
+                    cur.execute("SELECT id, hash <-> %s FROM new WHERE hash <@ (%s, 4)", (q, q))
                     cur.fetchall()
-                    times.append(time.perf_counter() - started)
-                cells.append(f"{statistics.median(times) * 1000:.1f} ms ({used})")
-            print(f"| {radius} | {cells[0]} | {cells[1]} |")
+                each.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                cur.execute("SELECT q.i, n.id FROM unnest(%s::int8[]) WITH ORDINALITY q (h, i)"
+                            " CROSS JOIN LATERAL (SELECT id, hash <-> q.h FROM new"
+                            "  WHERE hash <@ (q.h, 4)) n", (batch,))
+                cur.fetchall()
+                batched.append(time.perf_counter() - started)
+            print(f"| {size} | {statistics.median(each) * 1000:.1f} |"
+                  f" {statistics.median(batched) * 1000:.1f} |")
         conn.close()
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -20,6 +20,21 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Only http(s) URLs become links or image sources: a wiki's `server` could say "javascript:".
+function safeUrl(value) {
+  try {
+    const url = new URL(value, window.location.href);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch (err) {
+    return null;
+  }
+}
+
+function link(href, text, attrs = {}) {
+  const safe = safeUrl(href);
+  return safe ? el("a", { ...attrs, href: safe }, text) : text;
+}
+
 function say(text, isError) {
   message.textContent = text;
   message.className = "message" + (isError ? " error" : "");
@@ -78,14 +93,14 @@ function show(answer) {
       : `No image ${within} of hash ${answer.hash}.`));
   for (const match of answer.matches) {
     const thumb = el("img", { class: "thumb", alt: match.title, loading: "lazy" });
-    if (match.thumb_url) thumb.src = match.thumb_url;
+    if (safeUrl(match.thumb_url)) thumb.src = safeUrl(match.thumb_url);
     const badge = el("span", { class: "distance" + (match.distance === 0 ? " exact" : "") },
       match.distance === 0 ? "same hash"
         : `${match.distance} bit${match.distance === 1 ? "" : "s"}`);
-    const title = match.file_url ? el("a", { href: match.file_url }, match.title) : match.title;
+    const title = match.file_url ? link(match.file_url, match.title) : match.title;
     const list = el("ul", { class: "articles" });
     for (const article of match.articles) {
-      list.append(el("li", {}, el("a", { href: article.url, class: "article" }, article.title)));
+      list.append(el("li", {}, link(article.url, article.title, { class: "article" })));
     }
     const body = el("div", {}, el("h2", {}, title, badge),
       match.articles.length ? list : el("p", { class: "muted" }, "No article uses it."));

@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "nodes/nodes.h"
 
 /* Strategy numbers shared by bktree_ops (SP-GiST) and bktree_mih_ops (GIN) */
 #define BKTREE_CONTAINED_STRATEGY	1	/* int8 <@ bktree_area */
@@ -69,5 +70,15 @@ typedef struct BkQuery
 extern int	bktreeClampRadius(int64 radius);
 extern void bktreeDecodeArea(Datum area, BkQuery *query);
 extern void bktreeDecodeAreaCached(FmgrInfo *flinfo, Datum area, BkQuery *query);
+extern double bktreeBinomialFraction(int radius);
+extern bool bktreePlanTimeQuery(Node *other, BkQuery *query);
+
+/* bktree_gin.c */
+#define MIH_SUBSTRINGS	4
+extern int	bktreeMihDepths(int radius, int *depth);
+
+/* bktree_mih.c: substrings are enumerated to 4 bits, radius 19 */
+#define BKTREE_MIHX_MAX_DEPTH	4
+extern int	bktreeMihxDepths(int radius, int *depth);
 
 #endif							/* BKTREE_H */

@@ -43,7 +43,6 @@
 
 #include "bktree.h"
 
-#define MIH_SUBSTRINGS	4
 #define MIH_BITS		16
 #define MIH_MASK		0xFFFF
 
@@ -122,6 +121,39 @@ enumerateNeighbours(int substring, uint32 base, int maxDistance,
 #undef ADD_KEY
 }
 
+/*
+ * The enumeration depth per substring for a search of the given radius
+ * (>= 0) into depth[MIH_SUBSTRINGS]; returns the number of keys, or -1 when
+ * the radius is too wide to enumerate and the whole index is scanned.  The
+ * cost estimate (bktree_am.c) counts keys the same way.
+ *
+ * r = 4t + a: depth t for the first a + 1 substrings, t - 1 after.  Only
+ * worth it for t = 2, where it saves up to 360 keys; for t <= 1 the full
+ * depth costs at most 48 more keys and the extra matches let the lower
+ * bound reject more candidates before the heap.
+ */
+int
+bktreeMihDepths(int radius, int *depth)
+{
+	int			perSubstring = radius / MIH_SUBSTRINGS;
+	int			nkeys = 0;
+	int			i;
+
+	if (perSubstring > MIH_MAX_ENUMERATED)
+		return -1;
+	for (i = 0; i < MIH_SUBSTRINGS; i++)
+	{
+		if (perSubstring < 2 || i <= radius % MIH_SUBSTRINGS)
+			depth[i] = perSubstring;
+		else
+			depth[i] = perSubstring - 1;
+		if (depth[i] >= 0)
+			nkeys += 1 + (depth[i] >= 1 ? MIH_BITS : 0) +
+				(depth[i] >= 2 ? MIH_BITS * (MIH_BITS - 1) / 2 : 0);
+	}
+	return nkeys;
+}
+
 PG_FUNCTION_INFO_V1(bktree_mih_extract_query);
 Datum
 bktree_mih_extract_query(PG_FUNCTION_ARGS)
@@ -137,9 +169,8 @@ bktree_mih_extract_query(PG_FUNCTION_ARGS)
 	BkQuery		query;
 	MihQuery   *info;
 	Datum	   *keys;
-	int			perSubstring;
 	int			depth[MIH_SUBSTRINGS];
-	int			maxKeys = 0;
+	int			maxKeys;
 	int			n = 0;
 	int			i;
 
@@ -166,30 +197,14 @@ bktree_mih_extract_query(PG_FUNCTION_ARGS)
 	 * Radius >= 12: enumeration explodes and a substring match barely
 	 * filters, so visit every indexed hash (the recheck decides).
 	 */
-	perSubstring = query.radius / MIH_SUBSTRINGS;
-	if (perSubstring > MIH_MAX_ENUMERATED)
+	maxKeys = bktreeMihDepths(query.radius, depth);
+	if (maxKeys < 0)
 	{
 		*nkeys = 0;
 		*searchMode = GIN_SEARCH_MODE_ALL;
 		PG_RETURN_POINTER(NULL);
 	}
 
-	/*
-	 * r = 4t + a: depth t for the first a + 1 substrings, t - 1 after.  Only
-	 * worth it for t = 2, where it saves up to 360 keys; for t <= 1 the full
-	 * depth costs at most 48 more keys and the extra matches let the lower
-	 * bound reject more candidates before the heap.
-	 */
-	for (i = 0; i < MIH_SUBSTRINGS; i++)
-	{
-		if (perSubstring < 2 || i <= query.radius % MIH_SUBSTRINGS)
-			depth[i] = perSubstring;
-		else
-			depth[i] = perSubstring - 1;
-		if (depth[i] >= 0)
-			maxKeys += 1 + (depth[i] >= 1 ? MIH_BITS : 0) +
-				(depth[i] >= 2 ? MIH_BITS * (MIH_BITS - 1) / 2 : 0);
-	}
 	keys = (Datum *) palloc(sizeof(Datum) * maxKeys);
 	info = (MihQuery *) palloc(sizeof(MihQuery));
 	info->radius = query.radius;

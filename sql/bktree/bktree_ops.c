@@ -172,8 +172,8 @@ bktree_contained(PG_FUNCTION_ARGS)
  * Fraction of uniformly random 64-bit hashes within distance r of a point:
  * sum_{i<=r} C(64,i) / 2^64.
  */
-static double
-binomialFraction(int radius)
+double
+bktreeBinomialFraction(int radius)
 {
 	double		term = 1.0;		/* C(64, i) */
 	double		sum = 0.0;
@@ -194,8 +194,8 @@ binomialFraction(int radius)
  * gets the decoded condition; returns false if it is not known at plan time.
  * A NULL constant decodes to radius -1 (matches nothing).
  */
-static bool
-planTimeQuery(Node *other, BkQuery *query)
+bool
+bktreePlanTimeQuery(Node *other, BkQuery *query)
 {
 	if (IsA(other, Const))
 	{
@@ -242,7 +242,7 @@ planTimeQuery(Node *other, BkQuery *query)
 static double
 areaSelectivity(VariableStatData *vardata, const BkQuery *query)
 {
-	double		binomial = binomialFraction(query->radius);
+	double		binomial = bktreeBinomialFraction(query->radius);
 	double		nullfrac = 0.0;
 	double		mcvfrac = 0.0;
 	double		mcvmatch = 0.0;
@@ -325,7 +325,7 @@ bktree_area_sel(PG_FUNCTION_ARGS)
 								  &vardata, &other, &varonleft))
 		PG_RETURN_FLOAT8(DEFAULT_BKTREE_SEL);
 
-	if (!varonleft || !planTimeQuery(other, &query))
+	if (!varonleft || !bktreePlanTimeQuery(other, &query))
 	{
 		ReleaseVariableStats(vardata);
 		PG_RETURN_FLOAT8(DEFAULT_BKTREE_SEL);

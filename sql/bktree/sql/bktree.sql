@@ -69,3 +69,51 @@ EXPLAIN (COSTS OFF)
 SELECT id FROM hashes WHERE hash <@ (2951234132655331968, 1);
 EXPLAIN (COSTS OFF)
 SELECT id FROM hashes WHERE hash <@ (2951234132655331968, 40);
+DROP INDEX hashes_bktree;
+
+-- 1.1: the access methods bktree and bktree_mih, both on hash
+CREATE INDEX hashes_bk ON hashes USING bktree (hash);
+CREATE INDEX hashes_mih ON hashes USING bktree_mih (hash);
+ANALYZE hashes;
+SELECT amname, opcname, opcdefault FROM pg_opclass opc JOIN pg_am am ON am.oid = opcmethod
+WHERE amname IN ('bktree', 'bktree_mih') ORDER BY 1;
+-- answers through the full-hash MIH keys: the same counts as the sequential scan above
+SET enable_seqscan = off;
+SELECT q, r, (SELECT count(*) FROM hashes WHERE hash <@ (q, r)) AS n
+FROM queries ORDER BY q NULLS FIRST, r NULLS FIRST;
+SELECT count(*) FROM hashes WHERE hash <@ (0, 64);
+RESET enable_seqscan;
+-- the planner's choice: MIH for radius searches, a scan where most rows match, the
+-- BK-tree for nearest-first and for =
+EXPLAIN (COSTS OFF)
+SELECT id FROM hashes WHERE hash <@ (2951234132655331968, 1);
+EXPLAIN (COSTS OFF)
+SELECT id FROM hashes WHERE hash <@ (2951234132655331968, 6);
+EXPLAIN (COSTS OFF)
+SELECT id FROM hashes WHERE hash <@ (2951234132655331968, 40);
+EXPLAIN (COSTS OFF)
+SELECT id FROM hashes ORDER BY hash <-> 2951234132655331968 LIMIT 5;
+-- the k nearest, exact: the same distances as a sort of every row
+SELECT q, k, (SELECT array_agg(d) FROM (
+		SELECT hash <-> q AS d FROM bktree_nearest(NULL::hashes, 'hash', q, k)) s)
+	= (SELECT array_agg(d) FROM (
+		SELECT hamming_distance(hash, q) AS d FROM hashes
+		WHERE hash IS NOT NULL ORDER BY 1 LIMIT k) s) AS exact
+FROM (VALUES (2951234132655331968::int8), (2951234132655331968 # 4095), (12345), (-2))
+	v (q), (VALUES (1), (12), (150), (1000)) w (k) ORDER BY 1, 2;
+SELECT array_agg(hash <-> (2951234132655331968 # 4095)) AS nearest
+FROM bktree_nearest(NULL::hashes, 'hash', 2951234132655331968 # 4095, 8);
+SELECT q, (SELECT array_agg(hash <-> q) FROM bktree_nearest(NULL::hashes, 'hash', q, 5)) AS nearest
+FROM (VALUES (0::int8), (-1), (-9223372036854775808), (9223372036854775807)) v (q);
+SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', NULL, 5);
+SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', 1, 0);
+SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', 1, 100000);
+-- batched probes: one LATERAL join, each row tagged with its query; the radius alone sets
+-- the cost, so the inner scan takes the MIH index though its center is the outer row's
+EXPLAIN (COSTS OFF)
+SELECT q.i, h.id FROM unnest(ARRAY[0, -1]::int8[]) WITH ORDINALITY AS q (h, i)
+CROSS JOIN LATERAL (SELECT id FROM hashes WHERE hash <@ (q.h, 3)) h;
+SELECT q.i, count(h.id)
+FROM unnest(ARRAY[0, -1, 2951234132655331968]::int8[]) WITH ORDINALITY AS q (h, i)
+LEFT JOIN LATERAL (SELECT id FROM hashes WHERE hash <@ (q.h, 3)) h ON true
+GROUP BY q.i ORDER BY q.i;
