@@ -22,11 +22,13 @@ import math
 import random
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from .model import FILE_NS, FakeWiki, FileRecord, FileVersion, Page, Revision, dbkey
+from .server import FakeWikiServer
 
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
@@ -398,3 +400,11 @@ class GeneratedWiki(FakeWiki):
     def pages_sorted(self, ns: int, start: bytes | None = None,
                      desc: bool = False) -> Iterator[Page]:
         return self.pages.sorted_from(ns, start, desc)
+
+
+@contextmanager
+def serve(shape: EnwikiShape) -> Iterator[tuple[FakeWikiServer, FakeWikiServer]]:
+    """Serve the shape's two wikis on 127.0.0.1: yields (shared server, wiki server)."""
+    commons, wiki = shape.wikis()
+    with FakeWikiServer(commons) as shared, FakeWikiServer(wiki) as server:
+        yield shared, server

@@ -33,6 +33,7 @@ class ApiRecord(NamedTuple):
     status: int
     method: str = "GET"
     kind: str = ""  # e.g. "generator:allpages", "prop:imageinfo", "meta:siteinfo", "login"
+    seconds: float = 0.0  # the server's own time answering it
 
 
 def request_kind(params: dict[str, str]) -> str:
@@ -60,6 +61,7 @@ class FakeWikiServer:
         self.requests: list[ApiRecord] = []
         self.file_hits: Counter[str] = Counter()
         self.file_requests: list[tuple[str, int]] = []  # (path, status)
+        self.file_seconds = 0.0  # the server's own time serving file requests
         self.sessions: dict[str, api.Session] = {}
         self._lock = threading.Lock()
         self._thumbs: dict[str, tuple[bytes, str]] = {}
@@ -115,9 +117,20 @@ class FakeWikiServer:
         with self._lock:
             return Counter(r.kind for r in self.requests)
 
+    def served(self) -> dict[str, tuple[int, float]]:
+        """Requests served and the server's own seconds on them, by kind ("file" for files)."""
+        out: dict[str, tuple[int, float]] = {}
+        with self._lock:
+            for r in self.requests:
+                n, sec = out.get(r.kind, (0, 0.0))
+                out[r.kind] = (n + 1, sec + r.seconds)
+            out["file"] = (len(self.file_requests), self.file_seconds)
+        return out
+
     def reset_logs(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.file_seconds = 0.0
             self.file_hits.clear()
             self.file_requests.clear()
 
@@ -183,7 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
             if parts.path == API_PATH:
                 self._api(method, parts.query)
             elif parts.path.startswith("/images/") or parts.path.startswith(media.ICON_DIR):
+                began = time.perf_counter()
                 self._file(parts.path, method == "HEAD")
+                with srv._lock:
+                    srv.file_seconds += time.perf_counter() - began
             elif parts.path.startswith("/wiki/"):
                 self._send(200, b"<!DOCTYPE html><title>page</title>", "text/html; charset=UTF-8")
             else:
@@ -197,6 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, query: str) -> None:
         srv, faults = self.server_ref, self.server_ref.faults
+        began = time.perf_counter()
         params = dict(parse_qsl(query, keep_blank_values=True))
         if method == "POST":
             length = int(self.headers.get("Content-Length") or 0)
@@ -209,7 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
         kind = request_kind(params)
 
         def record(status: int) -> None:
-            srv._record(ApiRecord(API_PATH, params, status, method, kind))
+            srv._record(ApiRecord(API_PATH, params, status, method, kind,
+                                  time.perf_counter() - began))
 
         if faults.take("drop_connections"):
             record(0)
