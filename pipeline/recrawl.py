@@ -184,11 +184,18 @@ class Recrawler:
         with self.conn.cursor() as cur:
             cur.execute("DELETE FROM pages WHERE seen_at < %s RETURNING title", (started,))
             self.report.pages_removed += [row[0] for row in cur.fetchall()]
-            # Files may have changed anywhere; without a feed, look at each one once.
-            cur.execute("SELECT title FROM files ORDER BY file_id")
-            titles = [row[0] for row in cur.fetchall()]
-        for i in range(0, len(titles), 500):
-            self._apply_files(titles[i:i + 500])
+        # Files may have changed anywhere; without a feed, look at each one once, 500 at a
+        # time by file_id (never a list of every title in memory).
+        after = 0
+        while True:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT file_id, title FROM files WHERE file_id > %s"
+                            " ORDER BY file_id LIMIT 500", (after,))
+                rows = cur.fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            self._apply_files([title for _, title in rows])
         state = {**state, "stage": "done", "cont": None}
         self._checkpoint(state, dry_run)
         self._commit(dry_run)
