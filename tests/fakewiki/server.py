@@ -54,8 +54,12 @@ class FakeWikiServer:
     """Serve `wiki` on http://127.0.0.1:PORT (port 0: a free one). Use as a context manager,
     or call start()/stop()."""
 
-    def __init__(self, wiki: FakeWiki, faults: Faults | None = None, port: int = 0) -> None:
+    def __init__(self, wiki: FakeWiki, faults: Faults | None = None, port: int = 0,
+                 tcp_nodelay: bool = False) -> None:
         self.wiki = wiki
+        # http.server's default leaves Nagle's algorithm on; production front ends set
+        # TCP_NODELAY, which a benchmark asks for.
+        self.tcp_nodelay = tcp_nodelay
         self.faults = faults or Faults()
         self.port = port
         self.requests: list[ApiRecord] = []
@@ -72,7 +76,8 @@ class FakeWikiServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> FakeWikiServer:
-        handler = type("Handler", (_Handler,), {"server_ref": self})
+        handler = type("Handler", (_Handler,), {"server_ref": self,
+                                                "disable_nagle_algorithm": self.tcp_nodelay})
         httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         httpd.daemon_threads = True
         httpd.block_on_close = False
