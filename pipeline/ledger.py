@@ -208,15 +208,17 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float) -> list[Job]
 
     One job per SHA-1; every pending file with that SHA-1 is marked as sent with it.
     """
-    # Candidates come from files_pending_idx in its own order, a bounded slice, so a batch
-    # costs its size and not the number of pending files (7.5M when a full crawl starts).
+    # Candidates are a bounded slice of files_pending_file_idx (sql/005) in file_id order, so
+    # a batch costs its size and not the number of pending files (7.5M when a full crawl
+    # starts), and reads the heap in order. Sent, still-fresh files are skipped in the scan:
+    # at most the queue's few thousand in flight.
     with conn.cursor() as cur:
         cur.execute(
             "WITH candidates AS ("
             "  SELECT file_id, sha1, title, url, thumb_url FROM files"
             "  WHERE state = 'pending'"
             "    AND (enqueued_at IS NULL OR enqueued_at < now() - %(stale)s * interval '1 s')"
-            "  ORDER BY enqueued_at NULLS FIRST LIMIT %(scan)s),"
+            "  ORDER BY file_id LIMIT %(scan)s),"
             " picked AS ("
             "  SELECT DISTINCT ON (sha1) * FROM candidates c"
             "  WHERE NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = c.sha1"
@@ -225,7 +227,7 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float) -> list[Job]
             " marked AS (UPDATE files f SET enqueued_at = now() FROM picked p"
             "  WHERE f.sha1 = p.sha1 AND f.state = 'pending')"
             " SELECT file_id, sha1, title, url, thumb_url FROM picked ORDER BY file_id",
-            {"stale": stale_after, "limit": limit, "scan": 4 * limit + 100},
+            {"stale": stale_after, "limit": limit, "scan": limit + limit // 4 + 100},
         )
         return [Job(*row) for row in cur.fetchall()]
 

@@ -64,3 +64,8 @@ CREATE TRIGGER pages_count_delete AFTER DELETE ON pages REFERENCING OLD TABLE AS
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_count_pages();
 CREATE TRIGGER pages_count_truncate AFTER TRUNCATE ON pages
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_count_pages();
+
+-- The producer's claim takes pending files in file_id order, a bounded slice (ledger.claim_jobs):
+-- at 30M usages with 150,000 pending, choosing 2,000 took 570 ms through files_pending_idx
+-- (enqueued_at order: random heap pages) and 24 ms through this one.
+CREATE INDEX files_pending_file_idx ON files (file_id) WHERE state = 'pending';
