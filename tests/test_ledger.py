@@ -106,7 +106,7 @@ def true_counts(conn) -> dict[str, int]:
 
 
 def test_counts_are_the_rows_counts_through_every_kind_of_write(conn):
-    """sql/005's counters against counting the rows, after inserts, upserts, state changes,
+    """migrations/005's counters against counting the rows, after inserts, upserts, state changes,
     deletes, old deltas folded, and a TRUNCATE."""
     def counted():
         with conn:
@@ -141,3 +141,37 @@ def test_counts_are_the_rows_counts_through_every_kind_of_write(conn):
     assert counted() == true_counts(conn) == {"pending": 0, "hashed": 0, "failed": 0,
                                               "missing": 0, "unsupported": 0, "files": 0,
                                               "articles": 0}
+
+
+def test_a_nul_byte_in_a_reason_does_not_lose_the_batch(conn):
+    """Issue 18 item 8: a server's `Content-Type: text/\\x00html` in one failure reason made the
+    COPY of the whole batch fail, innocent results included."""
+    with conn:
+        ledger.insert_files(conn, [info("A.jpg", "a"), info("B.jpg", "b")])
+    with conn:
+        written = ledger.write_results(conn, [
+            Result("a", "failed", reason="download: not an image: Content-Type text/\x00html"),
+            Result("b", "hashed", dhash=42, low_information=False, hashed_from="thumb")])
+    assert written == 2
+    assert rows(conn, "SELECT title, state, reason FROM files ORDER BY title") == [
+        ("A.jpg", "failed", "download: not an image: Content-Type text/\ufffdhtml"),
+        ("B.jpg", "hashed", None)]
+
+
+def test_postgresql_errors_leave_the_ledger_as_storage_errors(conn):
+    """psycopg2's errors are mapped at the ledger: a dead connection may be retried, a refused
+    statement not."""
+    from pipeline.errors import StorageError
+
+    with conn:
+        ledger.insert_files(conn, [info("A.jpg", "a")])
+    with pytest.raises(StorageError) as refused:
+        # A hashed file without a hash: the schema's CHECK refuses it.
+        ledger.write_results(conn, [Result("a", "hashed")])
+    assert refused.value.retryable is False
+    assert "check constraint" in str(refused.value)
+    conn.rollback()
+    conn.close()
+    with pytest.raises(StorageError) as closed:
+        ledger.counts(conn)
+    assert closed.value.retryable is True

@@ -10,7 +10,8 @@ generate_series with the indexes and constraints dropped, rebuilt after, then VA
 Then, each against its target (docs/scale.md) and beside the baseline measured in the same run
 where main had another way:
 
-- status: `ledger.counts` (counters, sql/005) vs main's three scans; `wikihash status` wall;
+- status: `ledger.counts` (counters, pipeline/migrations/005) vs main's three scans;
+  `wikihash status` wall;
 - the tutorial's query through the `hashes` view, r3 and r6, median of `--queries`;
 - `wikihash search` (search_hashes of a real image's variants, hashing excluded);
 - the producer's claim (`ledger.claim_jobs`) vs main's query, the reconciler pass, the

@@ -1,4 +1,4 @@
--- sql/005_ledger_counts.sql: counts that `wikihash status` reads without scanning the ledger.
+-- pipeline/migrations/005_ledger_counts.sql: counts that `wikihash status` reads without scanning the ledger.
 --
 -- At 7.5M files, `SELECT state, count(*) FROM files GROUP BY state` reads the whole 2.9 GB heap
 -- on every status refresh and every reconciling pass (docs/scale.md). Instead every statement
