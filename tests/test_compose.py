@@ -471,6 +471,9 @@ def check_startup(compose_path: Path) -> list[str]:
                                 f"(`{' '.join(argv)}`) to complete: `up -d` would block")
         argv = command_argv(service.get("command") or [])
         if argv[:2] in (["wikihash", "crawl"], ["wikihash", "recrawl"], ["wikihash", "worker"]):
+            if "postgres" in services and "postgres" not in (service.get("depends_on") or {}):
+                problems.append(f"{compose_path.name}: {name} writes to PostgreSQL but does not "
+                                "depend on it: `stop` may stop PostgreSQL first, mid-batch")
             grace = str(service.get("stop_grace_period", "10s"))
             if not re.fullmatch(r"\d+s", grace) or int(grace[:-1]) < 30:
                 problems.append(f"{compose_path.name}: {name} stops at a checkpoint on "
@@ -757,6 +760,8 @@ def test_locked_install_check_reports_an_unlocked_install(tree):
 
 def test_startup_check_reports_a_blocking_wait_a_name_and_a_short_grace(tree):
     edit(tree / "compose.yaml", """    depends_on:
+      postgres:
+        condition: service_healthy
       migrate:
         condition: service_completed_successfully
       redis:
@@ -775,6 +780,8 @@ def test_startup_check_reports_a_blocking_wait_a_name_and_a_short_grace(tree):
     assert "compose.yaml: top-level `name:` (Compose v1 refuses the file)" in problems
     assert "compose.yaml: recrawl stops at a checkpoint on SIGTERM; stop_grace_period 10s is " \
            "under 30s" in problems
+    assert "compose.yaml: recrawl writes to PostgreSQL but does not depend on it: `stop` may " \
+           "stop PostgreSQL first, mid-batch" in problems
 
 
 def test_smoke_override_check_reports_a_bridged_service_and_a_wide_address(tree):
