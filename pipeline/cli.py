@@ -248,7 +248,8 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Afterwards, wait until the changed files are hashed.")
 @click.option("--every", type=click.FloatRange(min=60), metavar="SECONDS",
-              help="Run again and again, this many seconds apart (for a scheduled service).")
+              help="Run again and again, this many seconds apart (for a scheduled service); "
+                   "first wait for a complete crawl.")
 @click.pass_context
 def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry_run: bool,
             wait: bool, every: float | None) -> None:
