@@ -27,10 +27,15 @@ from urllib.parse import parse_qsl, urlsplit
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
+# tests/e2e first: its test_recrawl.py, not the unit tests' tests/test_recrawl.py.
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e"), str(ROOT / "tests")]
 
 import wikis  # noqa: E402
 from fakewiki import FakeWikiServer  # noqa: E402
+from test_crawl import assert_ledger_matches  # noqa: E402
+from test_recrawl import apply_changes  # noqa: E402
+
+from tests.conftest import sql_rows  # noqa: E402
 
 # 1200 articles: three batches of the walk (500 a batch), so that it can be stopped between two.
 ARTICLES = 1200
@@ -55,10 +60,6 @@ class Control:
         self.shared_server.stop()
 
     def ledger(self, db: str) -> tuple[bool, str]:
-        from test_crawl import assert_ledger_matches
-
-        from tests.conftest import sql_rows
-
         truth = (wikis.current_truth(self.wiki, corrupt={"Broken.jpg"}) if self.changed
                  else self.truth)
         counts = dict(sql_rows(db, "SELECT state, count(*) FROM files GROUP BY state"))
@@ -72,8 +73,6 @@ class Control:
         return True, f"equals the truth: {summary}"
 
     def change(self) -> tuple[bool, str]:
-        from test_recrawl import apply_changes
-
         with self.lock:
             names = apply_changes(self.wiki, self.commons)
             self.changed = True
