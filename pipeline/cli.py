@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -176,6 +179,7 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
     settings = _settings(ctx)
     try:
         producer = build_producer(settings, _database_url(ctx, database_url), job_size=job_size)
+        _on_sigterm(producer.request_stop)
         try:
             if from_dumps:
                 _crawl_from_dumps(settings, producer, from_dumps, replace)
@@ -188,8 +192,10 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
             click.echo(f"walked {stats.articles} articles, {stats.new_files} new files, "
                        f"{api.requests} API requests, waited {api.waited:.1f} s for the API"
                        + ("; the walk is complete" if done else ""))
-            if wait:
+            if wait and not producer.stopping:
                 _drain(producer)
+            if producer.stopping:
+                click.echo("stopped at a checkpoint; `wikihash crawl` resumes from it")
         finally:
             producer.close()
     except WikihashError as exc:
@@ -203,7 +209,8 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--pool", default="prefork", show_default=True,
               type=click.Choice(["prefork", "solo", "threads"]))
-@click.option("-n", "--hostname", help="Node name, e.g. worker1@%h.")
+@click.option("-n", "--hostname",
+              help="Node name, e.g. worker1@%h [default: worker-RANDOM@%h, unique].")
 @click.option("--max-memory", type=click.IntRange(min=64), default=3072, show_default=True,
               metavar="MIB", help="Address space of each worker process, MiB: an image that "
               "needs more is recorded as too large ")
@@ -226,8 +233,10 @@ def worker(queues: str, concurrency: int | None, loglevel: str, pool: str,
     argv = ["worker", "-Q", queues, "--loglevel", loglevel, "--pool", pool, "-E"]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
-    if hostname:
-        argv += ["--hostname", hostname]
+    # Celery's default node name, celery@HOST, is the same for every worker of a machine, and
+    # for every container on host networking: Flower would show one. A random suffix makes
+    # each worker its own node.
+    argv += ["--hostname", hostname or f"worker-{secrets.token_hex(3)}@%h"]
     app.worker_main(argv)
 
 
@@ -260,7 +269,8 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Afterwards, wait until the changed files are hashed.")
 @click.option("--every", type=click.FloatRange(min=60), metavar="SECONDS",
-              help="Run again and again, this many seconds apart (for a scheduled service).")
+              help="Run again and again, this many seconds apart (for a scheduled service); "
+                   "first wait for a complete crawl.")
 @click.pass_context
 def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry_run: bool,
             wait: bool, every: float | None) -> None:
@@ -276,23 +286,68 @@ def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry
         wikihash recrawl --since 2026-11-01T00:00:00Z
         wikihash recrawl --every 86400
     """
+    if every is None:
+        _recrawl_once(ctx, database_url, since, dry_run, wait)
+        return
+    # A service: it waits for the first crawl, and SIGTERM ends it with status 0 (a round in
+    # progress stops waiting for its hashes; the re-crawl resumes where it stopped).
+    stopping = threading.Event()
+    _on_sigterm(stopping.set)
+    if since is None and not _wait_for_first_crawl(_database_url(ctx, database_url), stopping):
+        return
+    while not stopping.is_set():
+        _recrawl_once(ctx, database_url, since, dry_run, wait, stopping)
+        since = None  # later rounds go on from where the previous one ended
+        stopping.wait(every)
+
+
+def _on_sigterm(stop: Callable[[], None]) -> None:
+    """On SIGTERM (`docker compose stop`), call `stop` to end at the next checkpoint; a
+    second SIGTERM ends the process at once."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        click.echo("SIGTERM: stopping at the next checkpoint", err=True)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _wait_for_first_crawl(url: str, stopping: threading.Event, poll: float = 10.0) -> bool:
+    """Wait until a first crawl has completed its walk, saying so every minute; False if
+    `stopping` is set first."""
     import time
 
-    while True:
-        _recrawl_once(ctx, database_url, since, dry_run, wait)
-        if every is None:
-            return
-        since = None  # later rounds go on from where the previous one ended
-        time.sleep(every)
+    from pipeline import ledger, storage
+    from pipeline.producer import LAST_CRAWL, WALK
+
+    said: float | None = None
+    while not stopping.is_set():
+        try:
+            with storage.connection(url) as conn:
+                if ledger.get_state(conn, LAST_CRAWL):
+                    return True
+                why = "walk " + ("in progress" if ledger.get_state(conn, WALK) else "not started")
+        except WikihashError as exc:
+            why = str(exc)
+        if said is None or time.monotonic() - said >= 60:
+            click.echo(f"waiting for the first crawl to complete before re-crawling ({why})",
+                       err=True)
+            said = time.monotonic()
+        stopping.wait(poll)
+    return False
 
 
 def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | None,
-                  dry_run: bool, wait: bool) -> None:
+                  dry_run: bool, wait: bool, stopping: threading.Event | None = None) -> None:
     from pipeline.runtime import build_producer, build_recrawler
 
     settings = _settings(ctx)
     try:
         producer = build_producer(settings, _database_url(ctx, database_url))
+        if stopping is not None:
+            _on_sigterm(lambda: (stopping.set(), producer.request_stop()))
         try:
             recrawler = build_recrawler(settings, producer.wiki, producer.conn)
             report = recrawler.run(since=since, dry_run=dry_run)
@@ -337,8 +392,8 @@ def _crawl_from_dumps(settings: config.Settings, producer, spec: str, replace: b
 
 def _drain(producer) -> None:
     """Wait until nothing is pending, re-sending lost work, with progress on stderr."""
-    producer.drain(progress=lambda counts: click.echo(_status_line(counts), err=True))
-    click.echo("nothing pending")
+    if producer.drain(progress=lambda counts: click.echo(_status_line(counts), err=True)):
+        click.echo("nothing pending")
 
 
 def _status_line(counts: dict) -> str:

@@ -297,14 +297,21 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
     One job per SHA-1; every pending file with that SHA-1 is marked as sent with it. A content
     already sent `max_sends` times without a result is recorded as failed instead of sent.
     """
+    # Candidates are a bounded slice of files_pending_file_idx (migrations/005) in file_id order, so
+    # a batch costs its size and not the number of pending files (7.5M when a full crawl
+    # starts), and reads the heap in order. Sent, still-fresh files are skipped in the scan:
+    # at most the queue's few thousand in flight.
     with conn.cursor() as cur:
         cur.execute(
-            "WITH picked AS ("
-            "  SELECT DISTINCT ON (sha1) file_id, sha1, title, url, thumb_url, sends FROM files f"
+            "WITH candidates AS ("
+            "  SELECT file_id, sha1, title, url, thumb_url, sends FROM files"
             "  WHERE state = 'pending'"
             "    AND (enqueued_at IS NULL OR enqueued_at < now() - %(stale)s * interval '1 s')"
-            "    AND NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = f.sha1"
-            "      AND g.state = 'pending' AND g.enqueued_at >= now() - %(stale)s * interval '1 s')"
+            "  ORDER BY file_id LIMIT %(scan)s),"
+            " picked AS ("
+            "  SELECT DISTINCT ON (sha1) * FROM candidates c"
+            "  WHERE NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = c.sha1"
+            "    AND g.state = 'pending' AND g.enqueued_at >= now() - %(stale)s * interval '1 s')"
             "  ORDER BY sha1, file_id LIMIT %(limit)s),"
             " marked AS (UPDATE files f SET enqueued_at = now(), sends = f.sends + 1"
             "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
@@ -315,7 +322,8 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
             "    AND p.sends >= %(max)s)"
             " SELECT file_id, sha1, title, url, thumb_url FROM picked WHERE sends < %(max)s"
             " ORDER BY file_id",
-            {"stale": stale_after, "limit": limit, "max": max_sends},
+            {"stale": stale_after, "limit": limit, "max": max_sends,
+             "scan": limit + limit // 4 + 100},
         )
         return [Job(*row) for row in cur.fetchall()]
 
@@ -385,22 +393,42 @@ def _copy_field(value: object) -> str:
 
 @mapped
 def files_by_state(conn: Connection) -> dict[str, int]:
-    """How many files are in each state (every state listed, 0 when none)."""
+    """How many files are in each state (every state listed, 0 when none), from the counters
+    of migrations/005_ledger_counts.sql: a few rows, whatever the ledger's size."""
     with conn.cursor() as cur:
-        cur.execute("SELECT state, count(*) FROM files GROUP BY state")
+        cur.execute("SELECT name, sum(n)::bigint FROM ledger_counts WHERE name <> 'articles'"
+                    " GROUP BY name")
         found = dict(cur.fetchall())
     return {state: found.get(state, 0) for state in STATES}
 
 
+def _count(cur, name: str) -> int:
+    cur.execute("SELECT coalesce(sum(n), 0)::bigint FROM ledger_counts WHERE name = %s",
+                (name,))
+    return cur.fetchone()[0]
+
+
 @mapped
 def counts(conn: Connection) -> dict[str, int]:
-    """Articles and files by state, plus files settled in the last minute."""
+    """Articles and files by state, plus files settled in the last minute.
+
+    Exact, from the per-statement changes the triggers of migrations/005_ledger_counts.sql
+    append;
+    changes older than two minutes are folded into one row per name first, so the read is
+    of a few rows whatever the ledger's size."""
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pages")
-        found = {"articles": cur.fetchone()[0]}
-        cur.execute("SELECT count(*) FROM files WHERE state <> 'pending'"
-                    " AND updated_at > now() - interval '1 minute'")
-        found["last_minute"] = cur.fetchone()[0]
+        if not conn.readonly:  # fold; a read-only snapshot (the export's) sums them all
+            cur.execute(
+                "WITH old AS (DELETE FROM ledger_counts"
+                "  WHERE at < now() - interval '2 minutes' RETURNING name, n)"
+                " INSERT INTO ledger_counts (name, n, at)"
+                " SELECT name, sum(n), '-infinity' FROM old GROUP BY name"
+            )
+        cur.execute("SELECT coalesce(sum(n), 0)::bigint FROM ledger_counts"
+                    " WHERE at > now() - interval '1 minute' AND n > 0"
+                    " AND name NOT IN ('articles', 'pending')")
+        last_minute = cur.fetchone()[0]
+        found = {"articles": _count(cur, "articles"), "last_minute": last_minute}
     states = files_by_state(conn)
     found.update(states)
     found["files"] = sum(states.values())

@@ -70,7 +70,16 @@ class Producer:
         self._transient = (StorageError, *transient)
         self.outage_limit = outage_limit  # seconds one step may keep failing before we give up
         self.stats = ProducerStats()
+        self.stopping = False  # set by request_stop(): end at the next batch boundary
         self.conn = self._retry("connect to PostgreSQL", connect)
+
+    def request_stop(self) -> None:
+        """End the walk or the reconciling at the next batch boundary (e.g. on SIGTERM).
+
+        Safe from a signal handler: it only sets a flag. Every batch commits its checkpoint
+        with its rows, so the next `walk()` resumes after the last batch recorded.
+        """
+        self.stopping = True
 
     def close(self) -> None:
         self.conn.close()
@@ -130,6 +139,9 @@ class Producer:
             self._record(articles, state)
             if limit is not None and self.stats.articles >= limit:
                 return state["done"]
+            if self.stopping and not state["done"]:
+                log.info("stopping at the checkpoint after %d articles", self.stats.articles)
+                return False
         def finish() -> None:
             with transaction(self.conn):
                 ledger.set_state(self.conn, LAST_CRAWL, state["started"])
@@ -197,7 +209,7 @@ class Producer:
                 progress(counts)
             if counts["pending"] == 0:
                 return True
-            if deadline is not None and time.monotonic() > deadline:
+            if self.stopping or (deadline is not None and time.monotonic() > deadline):
                 return False
             self.dispatch()
             time.sleep(poll)

@@ -10,7 +10,14 @@ planted). Issue 5.
 - every environment variable the code reads and every `${VAR}` of the compose files is in
   .env.example, and compose's defaults are pipeline/config.py's;
 - the Dockerfiles copy files that exist and install what ops/install-deps and .ci/run install;
-- Grafana's dashboard asks only for metrics that Flower exports.
+- Grafana's dashboard asks only for metrics that Flower exports;
+- the dependency locks (requirements.lock for the image, requirements-test.lock for CI) pin,
+  with hashes, versions inside pyproject.toml's ranges, and the image and CI install them;
+- `up -d` does not wait for the crawl (only one-shot services are waited for), Compose v1 can
+  read the files (no top-level `name:`), SIGTERM'd services get time to reach a checkpoint;
+- ops/compose-smoke's override puts every service on the host's network and 127.0.0.1, and its
+  stand-ins are the base images the Dockerfiles and compose.yaml name.
+ops/compose-smoke starts the stack for real (issue 15).
 """
 
 from __future__ import annotations
@@ -361,6 +368,161 @@ def check_dashboard(dashboard: Path) -> list[str]:
     return problems
 
 
+ONE_SHOT = (["wikihash", "db", "init"],)  # commands that exit once done: safe to wait for
+SMOKE = ROOT / "ops" / "compose-smoke.d"
+
+
+def lock_pins(path: Path) -> dict[str, tuple[str, int]]:
+    """A pip-compile lock: canonical name -> (version, number of --hash options)."""
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, tuple[str, int]] = {}
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", path.read_text(encoding="utf-8")):
+        match = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", entry)
+        if match:
+            pins[canonicalize_name(match[1])] = (match[2], entry.count("--hash=sha256:"))
+    return pins
+
+
+def check_lock(pyproject: Path, lock: Path, extras: tuple[str, ...] = ()) -> list[str]:
+    """Each requirement of pyproject.toml (and `extras`) is pinned in `lock`, with hashes, to a
+    version inside its range; so is the build backend."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    wanted = list(project["project"]["dependencies"])
+    for extra in extras:
+        wanted += project["project"]["optional-dependencies"][extra]
+    wanted += project["build-system"]["requires"]
+    pins = lock_pins(lock)
+    problems = [f"{lock.name}: {name}=={version} has no --hash"
+                for name, (version, hashes) in pins.items() if not hashes]
+    for text in wanted:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        if name not in pins:
+            problems.append(f"{lock.name}: {requirement.name} (pyproject.toml) is not pinned; "
+                            "run ops/lock")
+        elif not requirement.specifier.contains(pins[name][0], prereleases=True):
+            problems.append(f"{lock.name}: {requirement.name}=={pins[name][0]} is outside "
+                            f"pyproject.toml's {requirement.specifier}; run ops/lock")
+    return problems
+
+
+def check_locks_agree(runtime: Path, test: Path) -> list[str]:
+    """CI tests the versions the image runs: every runtime pin is the same in the test lock."""
+    runtime_pins, test_pins = lock_pins(runtime), lock_pins(test)
+    return [f"{test.name}: {name} {test_pins.get(name, ('missing',))[0]}, "
+            f"{runtime.name}: {version}"
+            for name, (version, _) in runtime_pins.items()
+            if test_pins.get(name, (None,))[0] != version]
+
+
+def check_locked_installs(app_dockerfile: Path, ci_run: Path) -> list[str]:
+    """The image installs requirements.lock and CI requirements-test.lock, hash-checked; the
+    project itself goes in with --no-deps, so nothing unlocked comes along."""
+    problems = []
+    runs = [args for keyword, args in dockerfile_instructions(app_dockerfile) if keyword == "RUN"]
+    copies = [args for keyword, args in dockerfile_instructions(app_dockerfile)
+              if keyword == "COPY"]
+    installs = [m for run in runs for m in re.findall(r"pip install ([^&;]*)", run)]
+    if not any("requirements.lock" in c for c in copies):
+        problems.append(f"{app_dockerfile.name}: does not copy requirements.lock")
+    if not any("--require-hashes" in i and "-r requirements.lock" in i for i in installs):
+        problems.append(f"{app_dockerfile.name}: does not install requirements.lock "
+                        "with --require-hashes")
+    for install in installs:
+        if "-r requirements.lock" not in install and "--no-deps" not in install:
+            problems.append(f"{app_dockerfile.name}: `pip install {install.strip()}` "
+                            "installs outside the lock")
+        if "-e ." in install and "--no-build-isolation" not in install:
+            problems.append(f"{app_dockerfile.name}: `pip install {install.strip()}` downloads "
+                            "an unlocked build backend (use --no-build-isolation)")
+    ci = ci_run.read_text(encoding="utf-8")
+    ci_installs = re.findall(r"pip install ([^\n&;]*)", ci)
+    if not any("--require-hashes" in i and "requirements-test.lock" in i for i in ci_installs):
+        problems.append(f"{ci_run.name}: does not install requirements-test.lock "
+                        "with --require-hashes")
+    for install in ci_installs:
+        if "-e" in install.split() and "--no-deps" not in install:
+            problems.append(f"{ci_run.name}: `pip install {install.strip()}` installs "
+                            "outside the lock")
+    return problems
+
+
+def check_startup(compose_path: Path) -> list[str]:
+    """`up -d` returns: no service waits for the completion of one that runs for long (the
+    producer's first crawl takes days); Compose v1 reads the file (no top-level `name:`);
+    services that stop at a checkpoint on SIGTERM get time to reach it."""
+    compose = load_compose(compose_path)
+    problems = []
+    if "name" in compose:
+        problems.append(f"{compose_path.name}: top-level `name:` (Compose v1 refuses the file)")
+    services = compose.get("services") or {}
+    for name, service in services.items():
+        for dependency, how in (service.get("depends_on") or {}).items():
+            if how.get("condition") != "service_completed_successfully":
+                continue
+            argv = command_argv(services.get(dependency, {}).get("command") or [])
+            if argv not in [list(c) for c in ONE_SHOT]:
+                problems.append(f"{compose_path.name}: {name} waits for {dependency} "
+                                f"(`{' '.join(argv)}`) to complete: `up -d` would block")
+        argv = command_argv(service.get("command") or [])
+        if argv[:2] in (["wikihash", "crawl"], ["wikihash", "recrawl"], ["wikihash", "worker"]):
+            if "postgres" in services and "postgres" not in (service.get("depends_on") or {}):
+                problems.append(f"{compose_path.name}: {name} writes to PostgreSQL but does not "
+                                "depend on it: `stop` may stop PostgreSQL first, mid-batch")
+            grace = str(service.get("stop_grace_period", "10s"))
+            if not re.fullmatch(r"\d+s", grace) or int(grace[:-1]) < 30:
+                problems.append(f"{compose_path.name}: {name} stops at a checkpoint on "
+                                f"SIGTERM; stop_grace_period {grace} is under 30s")
+    return problems
+
+
+def check_smoke_override(compose_path: Path, override_path: Path) -> list[str]:
+    """Every service compose-smoke starts is on the host's network (its dockerd has no bridge),
+    its servers listen on 127.0.0.1, and the override names only services of the file."""
+    services = load_compose(compose_path).get("services") or {}
+    override = load_compose(override_path).get("services") or {}
+    problems = [f"{override_path.name}: {name} is not a service of {compose_path.name}"
+                for name in override if name not in services]
+    for name, service in services.items():
+        if service.get("profiles"):
+            continue
+        if (override.get(name) or {}).get("network_mode") != "host":
+            problems.append(f"{override_path.name}: {name} is not on network_mode: host")
+        if service.get("build") and "network" not in ((override.get(name) or {}).get("build")
+                                                      or {}):
+            problems.append(f"{override_path.name}: {name} builds without network: host")
+    for name, service in override.items():
+        argv = command_argv(service.get("command") or [])
+        text = " ".join(argv)
+        if "0.0.0.0" in text or ("--address" in argv and "127.0.0.1" not in text):
+            problems.append(f"{override_path.name}: {name} listens beyond 127.0.0.1")
+    return problems
+
+
+def base_images(root: Path = ROOT) -> set[str]:
+    """The images Docker Hub would serve: FROMs of ops/Dockerfile* and compose.yaml's images
+    outside the monitoring profile."""
+    images = {args.split()[0] for name in ("Dockerfile", "Dockerfile.postgres")
+              for keyword, args in dockerfile_instructions(root / "ops" / name)
+              if keyword == "FROM"}
+    for service in (load_compose(root / "compose.yaml").get("services") or {}).values():
+        if "image" in service and "build" not in service and not service.get("profiles"):
+            images.add(service["image"])
+    return images
+
+
+def smoke_standins(script: Path, directory: Path) -> dict[str, Path]:
+    """The stand-ins ops/compose-smoke builds: tag -> Dockerfile in ops/compose-smoke.d."""
+    found = re.findall(r"([a-z0-9.-]+:[a-z0-9.-]+)=([a-z]+)\b", script.read_text())
+    return {tag: directory / f"{name}.Dockerfile" for tag, name in found}
+
+
 # --- on the repository: no problem -------------------------------------------------------------
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -390,6 +552,36 @@ def test_dockerfile_copy_sources_exist(name):
 def test_images_install_what_the_native_path_installs():
     assert check_build_steps(ROOT / "ops/Dockerfile", ROOT / "ops/Dockerfile.postgres",
                              ROOT / "ops/install-deps", ROOT / ".ci/run") == []
+
+
+def test_locks_pin_pyproject_ranges_with_hashes():
+    assert check_lock(ROOT / "pyproject.toml", ROOT / "requirements.lock") == []
+    assert check_lock(ROOT / "pyproject.toml", ROOT / "requirements-test.lock",
+                      extras=("test",)) == []
+    assert check_locks_agree(ROOT / "requirements.lock", ROOT / "requirements-test.lock") == []
+
+
+def test_image_and_ci_install_the_locks():
+    assert check_locked_installs(ROOT / "ops/Dockerfile", ROOT / ".ci/run") == []
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_up_returns_and_compose_v1_reads_the_file(name):
+    assert check_startup(ROOT / name) == []
+
+
+@pytest.mark.parametrize("name, override", [("compose.yaml", "compose.host.yaml"),
+                                            ("compose.worker.yaml", "compose.worker.host.yaml")])
+def test_smoke_override_keeps_everything_on_loopback_host_networking(name, override):
+    assert check_smoke_override(ROOT / name, SMOKE / override) == []
+
+
+def test_smoke_builds_a_stand_in_for_each_base_image():
+    standins = smoke_standins(ROOT / "ops/compose-smoke", SMOKE)
+    assert base_images() <= set(standins), base_images() - set(standins)
+    for tag, dockerfile in standins.items():
+        (from_line,) = [a for k, a in dockerfile_instructions(dockerfile) if k == "FROM"]
+        assert from_line in standins or from_line == "wikihash-smoke/rootfs:bookworm", tag
 
 
 def test_dashboard_asks_only_for_flower_metrics():
@@ -438,7 +630,9 @@ def test_interpolation_follows_compose():
 def tree(tmp_path):
     """A copy of the deployment files, to break one at a time."""
     for name in (*COMPOSE_FILES, ".env.example", "ops/Dockerfile", "ops/Dockerfile.postgres",
-                 "ops/install-deps", ".ci/run", "ops/monitoring/grafana/dashboards/wikihash.json"):
+                 "ops/install-deps", ".ci/run", "ops/monitoring/grafana/dashboards/wikihash.json",
+                 "pyproject.toml", "requirements.lock", "requirements-test.lock",
+                 "ops/compose-smoke.d/compose.host.yaml"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
@@ -535,3 +729,66 @@ def test_dashboard_check_reports_an_unknown_metric(tree):
     edit(path, "sum(flower_worker_online)", "sum(celery_queue_length)")
     (problem,) = check_dashboard(path)
     assert "celery_queue_length" in problem
+
+
+def test_lock_check_reports_an_unpinned_and_an_out_of_range_dependency(tree):
+    edit(tree / "pyproject.toml", '"click>=8.1,<9",', '"click>=8.1,<9",\n    "tomli-w>=1",')
+    edit(tree / "pyproject.toml", '"redis>=5,<9"', '"redis>=5,<6"')
+    edit(tree / "requirements.lock", "--hash=sha256:", "--sha=", count=2)
+    problems = check_lock(tree / "pyproject.toml", tree / "requirements.lock")
+    assert "requirements.lock: tomli-w (pyproject.toml) is not pinned; run ops/lock" in problems
+    assert any(p.startswith("requirements.lock: redis==") and "outside" in p for p in problems)
+    assert any(p.startswith("requirements.lock: amqp==") and "no --hash" in p for p in problems)
+
+
+def test_lock_agreement_check_reports_a_drifted_pin(tree):
+    version, _ = lock_pins(tree / "requirements.lock")["click"]
+    edit(tree / "requirements-test.lock", f"click=={version}", "click==0.0.1")
+    assert check_locks_agree(tree / "requirements.lock", tree / "requirements-test.lock") == [
+        f"requirements-test.lock: click 0.0.1, requirements.lock: {version}"]
+
+
+def test_locked_install_check_reports_an_unlocked_install(tree):
+    edit(tree / "ops/Dockerfile", "--require-hashes --no-deps -r requirements.lock",
+         "-r requirements.lock")
+    edit(tree / "ops/Dockerfile", "--no-deps --no-build-isolation -e .", "-e .")
+    edit(tree / ".ci/run", "--require-hashes", "")
+    problems = check_locked_installs(tree / "ops/Dockerfile", tree / ".ci/run")
+    assert "Dockerfile: does not install requirements.lock with --require-hashes" in problems
+    assert "Dockerfile: `pip install -e .` installs outside the lock" in problems
+    assert "run: does not install requirements-test.lock with --require-hashes" in problems
+
+
+def test_startup_check_reports_a_blocking_wait_a_name_and_a_short_grace(tree):
+    edit(tree / "compose.yaml", """    depends_on:
+      postgres:
+        condition: service_healthy
+      migrate:
+        condition: service_completed_successfully
+      redis:
+        condition: service_healthy
+    stop_grace_period: 60s
+    restart: unless-stopped""", """    depends_on:
+      producer:
+        condition: service_completed_successfully
+      redis:
+        condition: service_healthy
+    restart: unless-stopped""")
+    edit(tree / "compose.yaml", "services:\n", "name: wikihash\n\nservices:\n")
+    problems = check_startup(tree / "compose.yaml")
+    assert "compose.yaml: recrawl waits for producer (`wikihash crawl`) to complete: `up -d` " \
+           "would block" in problems
+    assert "compose.yaml: top-level `name:` (Compose v1 refuses the file)" in problems
+    assert "compose.yaml: recrawl stops at a checkpoint on SIGTERM; stop_grace_period 10s is " \
+           "under 30s" in problems
+    assert "compose.yaml: recrawl writes to PostgreSQL but does not depend on it: `stop` may " \
+           "stop PostgreSQL first, mid-batch" in problems
+
+
+def test_smoke_override_check_reports_a_bridged_service_and_a_wide_address(tree):
+    override = tree / "ops/compose-smoke.d/compose.host.yaml"
+    edit(override, "  recrawl: *app\n", "")
+    edit(override, '"--address", "127.0.0.1"', '"--address", "0.0.0.0"')
+    problems = check_smoke_override(tree / "compose.yaml", override)
+    assert "compose.host.yaml: recrawl is not on network_mode: host" in problems
+    assert "compose.host.yaml: flower listens beyond 127.0.0.1" in problems

@@ -97,6 +97,52 @@ def test_crawl_state_round_trip(conn):
                                                   "done": False}
 
 
+def true_counts(conn) -> dict[str, int]:
+    found = dict(rows(conn, "SELECT state, count(*) FROM files GROUP BY state"))
+    out = {s: found.get(s, 0) for s in ("pending", "hashed", "failed", "missing", "unsupported")}
+    out["files"] = sum(found.values())
+    out["articles"] = rows(conn, "SELECT count(*) FROM pages")[0][0]
+    return out
+
+
+def test_counts_are_the_rows_counts_through_every_kind_of_write(conn):
+    """migrations/005's counters against counting the rows, after inserts, upserts, state changes,
+    deletes, old deltas folded, and a TRUNCATE."""
+    def counted():
+        with conn:
+            found = ledger.counts(conn)
+        return {k: v for k, v in found.items() if k != "last_minute"}
+
+    with conn:
+        ledger.insert_files(conn, [info("A.jpg", "a"), info("B.jpg", "b"), info("C.jpg", "a"),
+                                   info("Gone.jpg", None, "missing")])
+        ledger.upsert_pages(conn, [Article(1, "One", 10, ()), Article(2, "Two", 11, ())])
+        ledger.upsert_pages(conn, [Article(1, "One", 12, ())])  # an update, not a new page
+    assert counted() == true_counts(conn) == {"pending": 3, "hashed": 0, "failed": 0,
+                                              "missing": 1, "unsupported": 0, "files": 4,
+                                              "articles": 2}
+    with conn:
+        ledger.write_results(conn, [Result("a", "hashed", dhash=7, low_information=False),
+                                    Result("b", "failed", reason="broken")])
+    assert counted() == true_counts(conn)
+    assert counted()["hashed"] == 2
+    with conn:
+        # settled in the last minute: the 3 just hashed or failed and the file found missing
+        assert ledger.counts(conn)["last_minute"] == 4
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE ledger_counts SET at = now() - interval '1 hour'")  # fold them
+        cur.execute("DELETE FROM files WHERE title = 'B.jpg'")
+    ledger.delete_pages(conn, page_ids=[2])
+    conn.commit()
+    assert counted() == true_counts(conn)
+    assert rows(conn, "SELECT count(*) FROM ledger_counts WHERE at = '-infinity'")[0][0] <= 6
+    with conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE files, pages CASCADE")
+    assert counted() == true_counts(conn) == {"pending": 0, "hashed": 0, "failed": 0,
+                                              "missing": 0, "unsupported": 0, "files": 0,
+                                              "articles": 0}
+
+
 def test_a_nul_byte_in_a_reason_does_not_lose_the_batch(conn):
     """Issue 18 item 8: a server's `Content-Type: text/\\x00html` in one failure reason made the
     COPY of the whole batch fail, innocent results included."""

@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import io
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakewiki import FakeWiki
+from fakewiki.media import generated_image  # noqa: F401 - the tests' import
 from fakewiki.model import file_name
-from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 CORPUS_IMAGES = HERE.parent.parent / "shared" / "corpus" / "images"
@@ -25,24 +24,6 @@ class Truth:
     missing: set[str] = field(default_factory=set)
     unsupported: set[str] = field(default_factory=set)
     corrupt: set[str] = field(default_factory=set)
-
-
-def generated_image(seed: int, fmt: str = "PNG") -> bytes:
-    """A picture with structure (shapes on a gradient), different for every seed."""
-    rnd = random.Random(seed)
-    img = Image.new("RGB", (rnd.randint(200, 700), rnd.randint(150, 600)))
-    draw = ImageDraw.Draw(img)
-    w, h = img.size
-    for y in range(0, h, 4):
-        shade = int(255 * y / h)
-        draw.rectangle([0, y, w, y + 4], fill=(shade, rnd.randint(0, 255), 255 - shade))
-    for _ in range(rnd.randint(3, 12)):
-        x0, y0 = rnd.randint(0, w - 20), rnd.randint(0, h - 20)
-        draw.ellipse([x0, y0, x0 + rnd.randint(10, w // 2), y0 + rnd.randint(10, h // 2)],
-                     fill=tuple(rnd.randint(0, 255) for _ in range(3)))
-    out = io.BytesIO()
-    img.save(out, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return out.getvalue()
 
 
 def corpus_files() -> list[tuple[str, bytes]]:

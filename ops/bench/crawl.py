@@ -28,50 +28,40 @@ WIKIHASH_MAX_MBITS=100000).
 
 Usage: python ops/bench/crawl.py [--articles 3000] [--files 4000] [--widths 120,250]
        [--workers 1] [--concurrency 2] [--repeat 2]
-       [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--redis-db 11]
+       [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--redis URL --redis-db 11] [--tiny]
        [--output docs/crawl-benchmarks.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import contextlib
 import io
 import os
-import platform
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import redis
 import requests
+from common import ROOT, USER_AGENT, Proc, machine_line, redis_server, scratch_database
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from fakewiki import FakeWiki, FakeWikiServer  # noqa: E402
-from fakewiki import server as fake_server  # noqa: E402
-
-from pipeline import ledger, storage  # noqa: E402
+from pipeline import ledger, storage  # noqa: E402 - after common, which puts ROOT on sys.path
 from pipeline.ledger import Result  # noqa: E402
 from pipeline.wiki import Wiki  # noqa: E402
+from tests.fakewiki import FakeWiki, FakeWikiServer  # noqa: E402
 
-USER_AGENT = "wikihash-bench/0.1 (bench@example.org)"
 TARGET_FILES_PER_S = 150
 TARGET_WRITE_RATIO = 20
 TARGET_API_RATIO = 1.3
@@ -165,39 +155,15 @@ def build(articles: int, files: int, per_article: float, seed: int) -> tuple[Fak
 
 # -- the fake server's own time -----------------------------------------------------------------
 
-class ServerClock:
-    """Wraps the fake server's request handler to time every request it serves, by kind."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.count: dict[str, int] = defaultdict(int)
-        self._original = fake_server._Handler._dispatch
-
-    def install(self) -> None:
-        clock, original = self, self._original
-
-        def timed(handler, method: str) -> None:
-            start = time.perf_counter()
-            try:
-                original(handler, method)
-            finally:
-                kind = "api" if handler.path.startswith(fake_server.API_PATH) else "file"
-                elapsed = time.perf_counter() - start
-                with clock.lock:
-                    clock.seconds[kind] += elapsed
-                    clock.count[kind] += 1
-
-        fake_server._Handler._dispatch = timed
-
-    def reset(self) -> None:
-        with self.lock:
-            self.seconds.clear()
-            self.count.clear()
-
-    def snapshot(self) -> dict[str, tuple[int, float]]:
-        with self.lock:
-            return {k: (self.count[k], self.seconds[k]) for k in self.count}
+def server_time(servers: list[FakeWikiServer]) -> dict[str, tuple[int, float]]:
+    """Requests and the fake servers' own seconds on them: "api" (every api.php kind) and
+    "file"."""
+    out = {"api": (0, 0.0), "file": (0, 0.0)}
+    for server in servers:
+        for kind, (n, sec) in server.served().items():
+            key = "file" if kind == "file" else "api"
+            out[key] = (out[key][0] + n, out[key][1] + sec)
+    return out
 
 
 def prewarm(servers: list[FakeWikiServer], api_url: str, titles: list[str], width: int) -> float:
@@ -220,86 +186,6 @@ def prewarm(servers: list[FakeWikiServer], api_url: str, titles: list[str], widt
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-class Proc:
-    """A `python -m pipeline ...` process whose output lines are kept with their arrival time."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.popen = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env,
-                                      cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True,
-                                      start_new_session=True)
-        self.lines: list[tuple[float, str, str]] = []  # (time, stream, line)
-        self._threads = [threading.Thread(target=self._read, args=(s, n), daemon=True)
-                         for s, n in ((self.popen.stdout, "out"), (self.popen.stderr, "err"))]
-        for t in self._threads:
-            t.start()
-
-    def _read(self, stream, name: str) -> None:
-        for line in stream:
-            self.lines.append((time.perf_counter(), name, line.rstrip("\n")))
-
-    def first(self, pattern: str) -> float | None:
-        for when, _, line in list(self.lines):
-            if re.search(pattern, line):
-                return when
-        return None
-
-    def wait_for(self, pattern: str, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            when = self.first(pattern)
-            if when is not None:
-                return when
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        tail = "\n".join(line for _, _, line in self.lines[-30:])
-        raise RuntimeError(f"no line matching {pattern!r} within {timeout} s:\n{tail}")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-        for t in self._threads:
-            t.join(timeout=2)
-
-
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-def admin(dsn: str, sql: str) -> None:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-@contextlib.contextmanager
-def scratch_database(dsn: str):
-    name = f"wikihash_bench_{uuid.uuid4().hex[:10]}"
-    admin(dsn, f'CREATE DATABASE "{name}"')
-    url = with_database(dsn, name)
-    try:
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("CREATE EXTENSION IF NOT EXISTS bktree")
-        conn.close()
-        storage.migrate(url)
-        yield url
-    finally:
-        admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
 
 def ledger_counts(url: str) -> dict[str, int]:
     conn = storage.connect(url)
@@ -335,8 +221,8 @@ class CrawlRun:
         return sum(self.api.values())
 
 
-def crawl_once(args, url: str, broker: str, servers: list[FakeWikiServer], clock: ServerClock,
-               width: int, repeat: int) -> tuple[CrawlRun, str]:
+def crawl_once(args, url: str, broker: str, servers: list[FakeWikiServer], width: int,
+               repeat: int) -> tuple[CrawlRun, str]:
     redis.Redis.from_url(broker).flushdb()
     env = dict(os.environ)
     env.update({
@@ -349,7 +235,6 @@ def crawl_once(args, url: str, broker: str, servers: list[FakeWikiServer], clock
         "WIKIHASH_MAX_MBITS": "100000",
         "WIKIHASH_FETCH_TIMEOUT": "30",
         "WIKIHASH_REQUEUE_AFTER": "120",
-        "PYTHONPATH": str(ROOT),
     })
     workers = [Proc(["worker", "-c", str(args.concurrency), "-Q", "fetch,hash,write",
                      "--loglevel", "INFO", "-n", f"bench{i}-{uuid.uuid4().hex[:6]}@%h"], env)
@@ -360,7 +245,6 @@ def crawl_once(args, url: str, broker: str, servers: list[FakeWikiServer], clock
             w.wait_for(r"ready\.", 60)
         for server in servers:
             server.reset_logs()
-        clock.reset()
         crawler = Proc(["crawl", "--job-size", str(args.job_size)], env)
         start = time.perf_counter()
         try:
@@ -378,7 +262,7 @@ def crawl_once(args, url: str, broker: str, servers: list[FakeWikiServer], clock
             crawler.wait_for(r"^nothing pending", 30)
         finally:
             crawler.stop()
-        run.server = clock.snapshot()
+        run.server = server_time(servers)
         time.sleep(0.5)  # the last task lines
     finally:
         for w in workers:
@@ -506,16 +390,6 @@ def profile_stages(url: str, broker: str, sample: int, batch: int) -> dict[str, 
 
 # -- the report ---------------------------------------------------------------------------------
 
-def machine_info() -> str:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"CPU: {model}, nproc {os.cpu_count()}; Python {platform.python_version()}"
-
-
 def median(values) -> float:
     values = list(values)
     return statistics.median(values) if values else float("nan")
@@ -525,7 +399,7 @@ def markdown(args, shape: Shape, runs: list[CrawlRun], writes: dict, prewarm_s: 
              command: str, pg: str, profiles: dict[int, dict[str, float]]) -> str:
     lines = ["# Crawl benchmarks", "",
              f"Generated by `{command}`.", "",
-             f"- {machine_info()}; {pg}",
+             f"- {machine_line()}; {pg}",
              f"- fake wiki: {shape.articles} articles, {shape.links} image links, "
              f"{shape.files} files ({shape.contents} distinct contents, {shape.shared} in the "
              f"shared repository), originals ~800x600 (90 % JPEG q85, 10 % PNG), "
@@ -630,29 +504,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-rows", type=int, default=3000)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="a server where a scratch database is created and dropped")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379")
-    parser.add_argument("--redis-db", type=int, default=11, help="flushed; nothing else there")
+    parser.add_argument("--redis", default="",
+                        help="a Redis to use (default: a private redis-server on a free port)")
+    parser.add_argument("--redis-db", type=int, default=11,
+                        help="with --redis: flushed; nothing else there")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per crawl")
     parser.add_argument("--sample", type=int, default=300, help="files for the stage profile")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--server-nagle", action="store_true",
                         help="leave Nagle's algorithm on in the fake server, as tests do")
     parser.add_argument("--output", default=str(ROOT / "docs" / "crawl-benchmarks.md"))
+    parser.add_argument("--tiny", action="store_true",
+                        help="CI size: 60 articles, 80 files, width 120, one run, no report file")
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.articles, args.files, args.widths, args.repeat = 60, 80, "120", 1
+        args.write_rows, args.write_repeat, args.sample, args.output = 50, 1, 30, ""
     command = "python ops/bench/crawl.py " + " ".join(sys.argv[1:] if argv is None else argv)
     widths = [int(w) for w in args.widths.split(",")]
-    broker = f"{args.redis}/{args.redis_db}"
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    broker = (f"{args.redis}/{args.redis_db}" if args.redis
+              else stack.enter_context(redis_server()))
 
     t0 = time.perf_counter()
     wiki, commons, shape = build(args.articles, args.files, args.images_per_article, args.seed)
     print(f"built the wiki in {time.perf_counter() - t0:.0f} s: {shape}", file=sys.stderr)
-    clock = ServerClock()
-    clock.install()
     # http.server leaves Nagle's algorithm on and writes the headers and the body of a response
     # in two sends: on a keep-alive connection the body then waits for the client's delayed ACK
     # (40 ms on Linux). Production front ends (nginx, ATS) set TCP_NODELAY; so do we, unless
     # asked to reproduce the fake server's default.
-    fake_server._Handler.disable_nagle_algorithm = not args.server_nagle
+    nodelay = not args.server_nagle
     runs: list[CrawlRun] = []
     prewarm_s: dict[int, float] = {}
     writes: dict = {}
@@ -662,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         cur.execute("SELECT version()")
         pg = cur.fetchone()[0].split(" on ")[0]
     conn.close()
-    with FakeWikiServer(commons) as shared, FakeWikiServer(wiki) as server:
+    with FakeWikiServer(commons, tcp_nodelay=nodelay) as shared, \
+            FakeWikiServer(wiki, tcp_nodelay=nodelay) as server:
         servers = [server, shared]
         titles = sorted(set(wiki.files) | set(commons.files))
         for width in widths:
@@ -672,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(1, args.repeat + 1):
             for width in widths if repeat % 2 else widths[::-1]:
                 with scratch_database(args.dsn) as url:
-                    run, _log = crawl_once(args, url, broker, servers, clock, width, repeat)
+                    run, _log = crawl_once(args, url, broker, servers, width, repeat)
                     runs.append(run)
                     print(f"width {width} run {repeat}: {run.files} files in {run.seconds:.1f} s"
                           f" = {run.files_per_s:.0f} files/s; walk {run.walk_seconds:.1f} s; "

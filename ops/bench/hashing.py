@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
-import platform
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -30,12 +27,10 @@ from pathlib import Path
 import cairosvg
 import imagehash
 import PIL
+from common import ROOT, machine_line
 from PIL import Image, ImageOps
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.imaging import hash_bytes  # noqa: E402
+from pipeline.imaging import hash_bytes  # noqa: E402 - after common, which puts ROOT on sys.path
 
 WIDTHS = (120, 250, 330, 500)
 CURRENT_DEFAULT = 250
@@ -88,18 +83,10 @@ def percentile(values: list[int], q: float) -> float:
 
 
 def machine() -> list[str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return [
-        f"- CPU: {model}, nproc {os.cpu_count()}",
-        f"- Python {platform.python_version()}, Pillow {PIL.__version__}, "
-        f"ImageHash {imagehash.__version__}, CairoSVG {cairosvg.__version__}",
+        f"- {machine_line()}",
+        f"- Pillow {PIL.__version__}, ImageHash {imagehash.__version__}, "
+        f"CairoSVG {cairosvg.__version__}",
     ]
 
 
@@ -108,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "hashing-benchmarks.md")
+    parser.add_argument("--tiny", action="store_true",
+                        help="CI size: tests/data's corpus, one pass, report not written")
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.corpus, args.repeat, args.output = ROOT / "tests" / "data", 1, None
 
     with open(args.corpus / "MANIFEST.tsv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
@@ -210,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     report = "\n".join(lines)
     print(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(report)
     return 0
 
 

@@ -27,32 +27,23 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import platform
 import random
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
 
+import hashing  # noqa: E402 - after common, which puts the project root on sys.path
 import psycopg2
+from common import ADMIN_URL, ROOT, admin, machine_line
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from psycopg2.extras import execute_values
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "ops" / "bench"))
-
-import hashing  # noqa: E402
-from wikis import generated_image  # noqa: E402
-
 from pipeline import config, imaging, search, storage, variants  # noqa: E402
+from tests.fakewiki.media import generated_image  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "images"
-ADMIN_URL = os.environ.get("WIKIHASH_TEST_ADMIN_URL",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
+SMALL_CORPUS = ROOT / "tests" / "data" / "images"  # --tiny, and where ../shared is absent
 ALTERATIONS = ("half-size", "jpeg-q70", "watermark", "bright+15%", "mirrored", "border-5%",
                "crop-5%")
 TARGETS = {"half-size": 95, "jpeg-q70": 95, "watermark": 95, "bright+15%": 95,
@@ -64,8 +55,8 @@ ABLATIONS = (("original",), ("original", "mirror"), ("original", "trimmed"),
 
 # -- the wiki --------------------------------------------------------------------------------
 
-def images(generated: int) -> list[tuple[str, bytes]]:
-    found = [(p.name, p.read_bytes()) for p in sorted(CORPUS.iterdir())
+def images(generated: int, corpus: Path) -> list[tuple[str, bytes]]:
+    found = [(p.name, p.read_bytes()) for p in sorted(corpus.iterdir())
              if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")]
     for i in range(generated):
         fmt = "JPEG" if i % 3 else "PNG"
@@ -185,11 +176,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=str(ROOT / "docs" / "search.md"),
                         help="the Markdown file whose bench:start/bench:end section is rewritten")
+    parser.add_argument("--tiny", action="store_true",
+                        help="CI size: tests/data's images, 20 generated, radius 8, no --out")
     args = parser.parse_args()
+    corpus = CORPUS if CORPUS.is_dir() else SMALL_CORPUS
+    if args.tiny:
+        args.generated, args.radii, args.out, corpus = 20, "8", "", SMALL_CORPUS
     radii = [int(r) for r in args.radii.split(",")]
     width = config.load().thumb_width
     rnd = random.Random(args.seed)
-    files = images(args.generated)
+    files = images(args.generated, corpus)
     name = f"wikihash_bench_search_{uuid.uuid4().hex[:8]}"
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     started = time.monotonic()
@@ -224,11 +220,7 @@ def main() -> None:
         db_time = (time.perf_counter() - t0) / min(300, len(queries))
         conn.close()
     finally:
-        admin = psycopg2.connect(ADMIN_URL)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     header = "| | " + " | ".join(ALTERATIONS) + " | wrong articles / query |"
     rule = "|---" * (len(ALTERATIONS) + 2) + "|"
@@ -258,8 +250,7 @@ def main() -> None:
         f" variants (mean over {len(make_times)} copies), {1000 * db_time:.1f} ms in PostgreSQL"
         f" for the {len(variants.DEFAULT_VARIANTS)} probes and the article lookup.",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores,"
-        f" Python {platform.python_version()}."
+        f"Machine: {machine_line()}."
         f" Built in {built:.0f} s. Command: `python ops/bench/search.py --generated"
         f" {args.generated} --radii {args.radii}`.",
     ]

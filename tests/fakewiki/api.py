@@ -449,30 +449,31 @@ def allpages(req: Request, p: str, module: str) -> tuple[list[Page], dict[str, s
     def key(text: str) -> bytes:
         return dbkey(split_title(text)[1] if text else "").encode()
 
-    pages = [pg for pg in wiki.pages.values() if pg.ns == ns]
-    if redir == "redirects":
-        pages = [pg for pg in pages if pg.is_redirect]
-    elif redir == "nonredirects":
-        pages = [pg for pg in pages if not pg.is_redirect]
-    if prefix:
-        pfx = dbkey(prefix[:1].upper() + prefix[1:]).encode()
-        pages = [pg for pg in pages if dbkey(pg.title).encode().startswith(pfx)]
-    if minsize:
-        pages = [pg for pg in pages if pg.latest.size >= int(minsize)]
-    if maxsize:
-        pages = [pg for pg in pages if pg.latest.size <= int(maxsize)]
-    if protected:
-        pages = []  # nothing on a fake wiki is protected
     desc = direction == "descending"
-    pages.sort(key=lambda pg: dbkey(pg.title).encode(), reverse=desc)
-    if start:
-        s = key(start)
-        pages = [pg for pg in pages
-                 if (dbkey(pg.title).encode() <= s if desc else dbkey(pg.title).encode() >= s)]
-    if end:
-        e = key(end)
-        pages = [pg for pg in pages
-                 if (dbkey(pg.title).encode() >= e if desc else dbkey(pg.title).encode() <= e)]
+    if protected:
+        return [], {}  # nothing on a fake wiki is protected
+    pfx = dbkey(prefix[:1].upper() + prefix[1:]).encode() if prefix else None
+    e = key(end) if end else None
+    first = key(start) if start else (pfx if pfx and not desc else None)
+    pages: list[Page] = []
+    # Streamed in order and cut at limit + 1, so a batch costs its size, not the wiki's.
+    for pg in wiki.pages_sorted(ns, first, desc):
+        k = dbkey(pg.title).encode()
+        if e is not None and (k < e if desc else k > e):
+            break
+        if pfx is not None and not k.startswith(pfx):
+            if k > pfx if not desc else k < pfx:
+                break
+            continue
+        if (redir == "redirects" and not pg.is_redirect) or (
+                redir == "nonredirects" and pg.is_redirect):
+            continue
+        if (minsize and pg.latest.size < int(minsize)) or (
+                maxsize and pg.latest.size > int(maxsize)):
+            continue
+        pages.append(pg)
+        if len(pages) > limit:
+            break
     cont = {}
     if len(pages) > limit:
         cont = {p + "continue": dbkey(pages[limit].title)}

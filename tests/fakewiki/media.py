@@ -112,3 +112,25 @@ def icon_png() -> bytes:
     out = io.BytesIO()
     Image.new("RGBA", (ICON_SIZE, ICON_SIZE), (200, 200, 200, 255)).save(out, "PNG")
     return out.getvalue()
+
+
+def generated_image(seed: int, fmt: str = "PNG") -> bytes:
+    """A picture with structure (shapes on a gradient), different for every seed."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rnd = random.Random(seed)
+    img = Image.new("RGB", (rnd.randint(200, 700), rnd.randint(150, 600)))
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for y in range(0, h, 4):
+        shade = int(255 * y / h)
+        draw.rectangle([0, y, w, y + 4], fill=(shade, rnd.randint(0, 255), 255 - shade))
+    for _ in range(rnd.randint(3, 12)):
+        x0, y0 = rnd.randint(0, w - 20), rnd.randint(0, h - 20)
+        draw.ellipse([x0, y0, x0 + rnd.randint(10, w // 2), y0 + rnd.randint(10, h // 2)],
+                     fill=tuple(rnd.randint(0, 255) for _ in range(3)))
+    out = io.BytesIO()
+    img.save(out, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return out.getvalue()

@@ -12,6 +12,7 @@ import io
 import mimetypes
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -340,6 +341,17 @@ class FakeWiki:
         if namespace is not None and ns == 0:
             ns = namespace
         return self.pages.get((ns, text))
+
+    def pages_sorted(self, ns: int, start: bytes | None = None,
+                     desc: bool = False) -> Iterator[Page]:
+        """The namespace's pages in DB-key byte order (as allpages lists them), from the first
+        at or after `start` (at or before it when `desc`)."""
+        pages = sorted((pg for pg in self.pages.values() if pg.ns == ns),
+                       key=lambda pg: dbkey(pg.title).encode(), reverse=desc)
+        for pg in pages:
+            key = dbkey(pg.title).encode()
+            if start is None or (key <= start if desc else key >= start):
+                yield pg
 
     def page_by_id(self, pageid: int) -> Page | None:
         for page in self.pages.values():

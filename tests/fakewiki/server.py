@@ -33,6 +33,7 @@ class ApiRecord(NamedTuple):
     status: int
     method: str = "GET"
     kind: str = ""  # e.g. "generator:allpages", "prop:imageinfo", "meta:siteinfo", "login"
+    seconds: float = 0.0  # the server's own time answering it
 
 
 def request_kind(params: dict[str, str]) -> str:
@@ -53,13 +54,18 @@ class FakeWikiServer:
     """Serve `wiki` on http://127.0.0.1:PORT (port 0: a free one). Use as a context manager,
     or call start()/stop()."""
 
-    def __init__(self, wiki: FakeWiki, faults: Faults | None = None, port: int = 0) -> None:
+    def __init__(self, wiki: FakeWiki, faults: Faults | None = None, port: int = 0,
+                 tcp_nodelay: bool = False) -> None:
         self.wiki = wiki
+        # http.server's default leaves Nagle's algorithm on; production front ends set
+        # TCP_NODELAY, which a benchmark asks for.
+        self.tcp_nodelay = tcp_nodelay
         self.faults = faults or Faults()
         self.port = port
         self.requests: list[ApiRecord] = []
         self.file_hits: Counter[str] = Counter()
         self.file_requests: list[tuple[str, int]] = []  # (path, status)
+        self.file_seconds = 0.0  # the server's own time serving file requests
         self.sessions: dict[str, api.Session] = {}
         self._lock = threading.Lock()
         self._thumbs: dict[str, tuple[bytes, str]] = {}
@@ -70,7 +76,8 @@ class FakeWikiServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> FakeWikiServer:
-        handler = type("Handler", (_Handler,), {"server_ref": self})
+        handler = type("Handler", (_Handler,), {"server_ref": self,
+                                                "disable_nagle_algorithm": self.tcp_nodelay})
         httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         httpd.daemon_threads = True
         httpd.block_on_close = False
@@ -115,9 +122,20 @@ class FakeWikiServer:
         with self._lock:
             return Counter(r.kind for r in self.requests)
 
+    def served(self) -> dict[str, tuple[int, float]]:
+        """Requests served and the server's own seconds on them, by kind ("file" for files)."""
+        out: dict[str, tuple[int, float]] = {}
+        with self._lock:
+            for r in self.requests:
+                n, sec = out.get(r.kind, (0, 0.0))
+                out[r.kind] = (n + 1, sec + r.seconds)
+            out["file"] = (len(self.file_requests), self.file_seconds)
+        return out
+
     def reset_logs(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.file_seconds = 0.0
             self.file_hits.clear()
             self.file_requests.clear()
 
@@ -183,7 +201,10 @@ class _Handler(BaseHTTPRequestHandler):
             if parts.path == API_PATH:
                 self._api(method, parts.query)
             elif parts.path.startswith("/images/") or parts.path.startswith(media.ICON_DIR):
+                began = time.perf_counter()
                 self._file(parts.path, method == "HEAD")
+                with srv._lock:
+                    srv.file_seconds += time.perf_counter() - began
             elif parts.path.startswith("/wiki/"):
                 self._send(200, b"<!DOCTYPE html><title>page</title>", "text/html; charset=UTF-8")
             else:
@@ -197,6 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, query: str) -> None:
         srv, faults = self.server_ref, self.server_ref.faults
+        began = time.perf_counter()
         params = dict(parse_qsl(query, keep_blank_values=True))
         if method == "POST":
             length = int(self.headers.get("Content-Length") or 0)
@@ -209,7 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
         kind = request_kind(params)
 
         def record(status: int) -> None:
-            srv._record(ApiRecord(API_PATH, params, status, method, kind))
+            srv._record(ApiRecord(API_PATH, params, status, method, kind,
+                                  time.perf_counter() - began))
 
         if faults.take("drop_connections"):
             record(0)
