@@ -137,7 +137,8 @@ class MediaWiki:
     def start(self) -> None:
         log = (self.root / "server.log").open("ab")
         self.proc = subprocess.Popen(
-            ["php", "-S", f"127.0.0.1:{self.port}", "-t", str(MEDIAWIKI), str(ROUTER)],
+            ["php", "-d", "upload_max_filesize=64M", "-d", "post_max_size=64M",
+             "-S", f"127.0.0.1:{self.port}", "-t", str(MEDIAWIKI), str(ROUTER)],
             cwd=MEDIAWIKI, env={**self.env(), "PHP_CLI_SERVER_WORKERS": SERVER_WORKERS},
             stdout=log, stderr=log, start_new_session=True)
         self.session = requests.Session()
