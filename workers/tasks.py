@@ -142,7 +142,7 @@ def hash_batch(self: Task, items: list[dict]) -> None:
         else:
             results.append(Result(item["sha1"], "hashed", dhash=result.int64,
                                   low_information=result.low_information,
-                                  hashed_from=item["source"]))
+                                  hashed_from=item["source"], hashed_width=result.width))
     write_batch.apply_async(args=[[r.to_message() for r in results]])
 
 

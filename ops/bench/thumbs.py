@@ -112,7 +112,8 @@ def originals(photos: int, drawings: int, corpus: Path | None) -> list[tuple[str
     files += [(f"Generated photo {i:04d}.jpg", photo(7000 + i)) for i in range(photos // 4)]
     files += [(f"Drawing {i:04d}.png", photo(9000 + i, "PNG")) for i in range(drawings)]
     if corpus is not None:
-        files += [(p.name.replace("_", " "), p.read_bytes()) for p in sorted(corpus.iterdir())
+        files += [(p.name[0].upper() + p.name[1:].replace("_", " "), p.read_bytes())
+                  for p in sorted(corpus.iterdir())
                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif", ".webp", ".svg")]
     return files
 

@@ -17,6 +17,7 @@ from mediawiki import available, build_pair, truth
 from test_crawl import assert_ledger_matches
 from wikis import generated_image
 
+from pipeline import config
 from tests.conftest import ROOT, sql_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.mediawiki]
@@ -67,6 +68,11 @@ def test_crawl_of_a_real_wiki_matches_its_database(pair, db_url, crawl_env):
                               " AND thumb_url IS NOT NULL")
     assert thumbs and all("/thumb/" in url for (url,) in thumbs)
     assert any(pair.shared.server in url for (url,) in thumbs)
+    # Each hash records the width it was made at: the stored width, or a narrower original's.
+    width = config.load(env.env).thumb_width
+    for source, hashed, original in sql_rows(db_url, "SELECT hashed_from, hashed_width, width"
+                                                     " FROM files WHERE state = 'hashed'"):
+        assert hashed == (width if source == "thumb" else original), (source, hashed, original)
     # One content, one download: both copies of Generated 000.png got the same hash.
     copies = sql_rows(db_url, "SELECT DISTINCT dhash FROM files WHERE title IN"
                               " ('Generated 000.png', 'Copy of Generated 000.png',"
