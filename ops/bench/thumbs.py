@@ -168,13 +168,16 @@ def measure(wiki: MediaWiki, files: list[tuple[str, bytes]], rtt: float) -> list
     return rows
 
 
-def choose(rows: list[dict]) -> int | None:
-    """The narrowest width meeting the recall target within the crawl-time budget."""
+def choose(rows: list[dict]) -> tuple[int, bool]:
+    """The narrowest width meeting the recall target within the crawl-time budget (cached
+    thumbnails: the server time measured here depends on this machine's load), else the
+    width of best recall within the budget; and whether the target was met."""
     base = next(r for r in rows if r["width"] == BASELINE)
-    for row in rows:
-        if row["r3"] >= RECALL_TARGET and row["hours"] <= base["hours"] * (1 + COST_BUDGET):
-            return row["width"]
-    return None
+    within = [r for r in rows if r["hours_cached"] <= base["hours_cached"] * (1 + COST_BUDGET)]
+    for row in within:
+        if row["r3"] >= RECALL_TARGET:
+            return row["width"], True
+    return max(within, key=lambda r: (r["r3"], -r["width"]))["width"], False
 
 
 def report(rows: list[dict], files: list[tuple[str, bytes]], rtt: float) -> str:
@@ -195,9 +198,10 @@ def report(rows: list[dict], files: list[tuple[str, bytes]], rtt: float) -> str:
             f" {r['server'] * 1000:.0f} | {r['hours']:.1f} |"
             f" {r['hours'] / base['hours'] - 1:+.1%} | {r['hours_cached']:.1f} |"
             f" {r['hours_cached'] / base['hours_cached'] - 1:+.1%} |")
-    chosen = choose(rows)
-    lines += ["", f"chosen: {chosen} px" if chosen else
-              f"no width reaches {RECALL_TARGET:.0%} within +{COST_BUDGET:.0%} crawl time"]
+    chosen, met = choose(rows)
+    lines += ["", f"chosen: {chosen} px" + ("" if met else
+              f" (best recall within +{COST_BUDGET:.0%} crawl time; no width reaches"
+              f" {RECALL_TARGET:.0%} within it)")]
     return "\n".join(lines)
 
 
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=400, help="JPEG crops of photographs")
     parser.add_argument("--drawings", type=int, default=40, help="generated PNG pictures")
     parser.add_argument("--corpus", type=Path, help="a folder of more originals")
-    parser.add_argument("--rtt-ms", type=float, default=50.0,
+    parser.add_argument("--rtt-ms", type=float, default=100.0,
                         help="network round trip per request to the wiki's file servers")
     parser.add_argument("--tiny", action="store_true", help="16 files (CI)")
     args = parser.parse_args(argv)
