@@ -13,11 +13,12 @@ import sys
 import time
 
 import pytest
+import requests
 from mediawiki import available, build_pair, truth
 from test_crawl import assert_ledger_matches
 from wikis import generated_image
 
-from pipeline import config
+from pipeline import config, imaging
 from tests.conftest import ROOT, sql_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.mediawiki]
@@ -83,6 +84,33 @@ def test_crawl_of_a_real_wiki_matches_its_database(pair, db_url, crawl_env):
     before = sql_rows(db_url, "SELECT title, dhash, state FROM files ORDER BY title")
     ops_up(env)
     assert sql_rows(db_url, "SELECT title, dhash, state FROM files ORDER BY title") == before
+
+
+def test_rehash_moves_a_ledger_to_another_width_keeping_old_hashes_until_then(pair, db_url,
+                                                                              crawl_env):
+    env = crawl_env(pair.wiki.api_url, WIKIHASH_THUMB_WIDTH="120")
+    ops_up(env)
+    old = dict(sql_rows(db_url, "SELECT file_id, dhash FROM files WHERE state = 'hashed'"))
+    first = env.wikihash("rehash", "--width", "330", "--limit", "20", timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    widths = sql_rows(db_url, "SELECT file_id, dhash, hashed_width, hashed_from FROM files"
+                              " WHERE state = 'hashed' ORDER BY file_id")
+    # Stopped part-way: files not reached yet keep their 120 px hash.
+    untouched = [r for r in widths if r[2] <= 120 and r[3] == "thumb"]
+    assert untouched and all(old[r[0]] == r[1] for r in untouched)
+    assert any(r[2] == 330 for r in widths)
+
+    rest = env.wikihash("rehash", "--width", "330", timeout=300)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert rest.stdout.rstrip().endswith("0 left"), rest.stdout
+    session = requests.Session()
+    session.trust_env = False
+    for title, dhash, hashed_width, source, url, thumb in sql_rows(
+            db_url, "SELECT title, dhash, hashed_width, hashed_from, url, thumb_url FROM files"
+                    " WHERE state = 'hashed'"):
+        result = imaging.hash_bytes(session.get(thumb or url, timeout=30).content)
+        assert (title, dhash, hashed_width) == (title, result.int64, result.width)
+        assert hashed_width == 330 if source == "thumb" else hashed_width <= 330
 
 
 def change_both_wikis(pair) -> dict[str, str]:
