@@ -83,3 +83,11 @@ def corpus() -> Path:
     if not images.is_dir():
         pytest.skip(f"shared corpus not found at {CORPUS} (it sits beside the repository)")
     return CORPUS
+
+
+@pytest.fixture(scope="session")
+def crawled(request: pytest.FixtureRequest):
+    """A small fake wiki crawled by real workers, once per session (tests/crawled.py)."""
+    from tests.crawled import crawl
+
+    return crawl(request)

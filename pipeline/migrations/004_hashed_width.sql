@@ -1,4 +1,4 @@
--- sql/004_hashed_width.sql: the width, in pixels, of the picture each file's hash was made from.
+-- pipeline/migrations/004_hashed_width.sql: the width, in pixels, of the picture each file's hash was made from.
 --
 -- The stored thumbnail width is a setting (WIKIHASH_THUMB_WIDTH) and has changed: a ledger
 -- may hold hashes made at several widths. The writer records the decoded width of what it
