@@ -35,12 +35,14 @@ import time
 from pathlib import Path
 
 import requests
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageChops
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
+from crawl import generated_photo  # noqa: E402
 from mediawiki import MediaWiki, available  # noqa: E402
 
 from pipeline.imaging import hash_bytes  # noqa: E402
@@ -52,19 +54,10 @@ RECALL_TARGET, COST_BUDGET = 0.98, 0.10
 
 
 def photo(seed: int, fmt: str = "JPEG") -> bytes:
-    """A photograph-like picture: a smooth field, shapes, then fine noise as a sensor leaves."""
+    """ops/bench/crawl.py's generated photograph with fine noise on it, as a sensor leaves."""
     rnd = random.Random(seed)
-    w, h = rnd.randint(800, 1600), rnd.randint(600, 1200)
-    field = Image.new("RGB", (5, 4))
-    field.putdata([tuple(rnd.randint(0, 255) for _ in range(3)) for _ in range(20)])
-    img = field.resize((w, h), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(img)
-    for _ in range(rnd.randint(6, 16)):
-        x0, y0 = rnd.randint(0, w - 40), rnd.randint(0, h - 40)
-        box = [x0, y0, x0 + rnd.randint(20, w // 2), y0 + rnd.randint(20, h // 2)]
-        colour = tuple(rnd.randint(0, 255) for _ in range(3))
-        (draw.ellipse if rnd.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    noise = Image.effect_noise((w, h), rnd.uniform(3, 10)).convert("RGB")
+    img = Image.open(io.BytesIO(generated_photo(seed, "PNG"))).convert("RGB")
+    noise = Image.effect_noise(img.size, rnd.uniform(3, 10)).convert("RGB")
     img = ImageChops.add(img, noise, scale=1.0, offset=-128)
     out = io.BytesIO()
     img.save(out, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
