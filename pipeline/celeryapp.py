@@ -29,10 +29,13 @@ HASH_BATCH = "wikihash.hash_batch"
 WRITE_BATCH = "wikihash.write_batch"
 TASK_MODULES = ("workers.tasks",)  # imported by a worker's app only
 
-# Seconds. The soft limit lets a task record what it could not finish; the hard one, 30 s
-# later, kills the child (the task's `on_failure` then records the file: workers/base.py).
-SOFT_TIME_LIMIT = 600
-HARD_TIME_LIMIT = 630
+# Seconds. The hard time limit (`Settings.time_limit`, WIKIHASH_TIME_LIMIT) kills the child (the
+# task's `on_failure` then splits the batch or records the file: workers/base.py); the soft
+# one, SOFT_LIMIT_MARGIN earlier, lets a task record what it could not finish. Celery's prefork
+# pool arms the hard limit only once the soft one has fired, so a limit of SOFT_LIMIT_MARGIN or
+# less has no soft limit, and a per-message `time_limit` shorter than the soft limit is not
+# enforced before the soft limit.
+SOFT_LIMIT_MARGIN = 30.0
 # Redis redelivers a message not acknowledged within this many seconds (a worker killed with
 # -9 never acknowledges); longer than any task may run, so nothing runs twice at once.
 VISIBILITY_TIMEOUT = 1800
@@ -71,8 +74,8 @@ def create_app(settings: Settings, *, worker: bool = False) -> WikihashCelery:
         task_default_queue="fetch",
         task_routes={FETCH_BATCH: {"queue": "fetch"}, HASH_BATCH: {"queue": "hash"},
                      WRITE_BATCH: {"queue": "write"}},
-        task_soft_time_limit=SOFT_TIME_LIMIT,
-        task_time_limit=HARD_TIME_LIMIT,
+        task_soft_time_limit=soft_time_limit(settings.time_limit),
+        task_time_limit=settings.time_limit,
         worker_max_memory_per_child=MAX_MEMORY_PER_CHILD_KIB,
         # Events for Flower.
         worker_send_task_events=True,
@@ -80,6 +83,11 @@ def create_app(settings: Settings, *, worker: bool = False) -> WikihashCelery:
         worker_hijack_root_logger=False,
     )
     return app
+
+
+def soft_time_limit(hard: float) -> float | None:
+    """The soft time limit for a hard one: SOFT_LIMIT_MARGIN before it, or none."""
+    return hard - SOFT_LIMIT_MARGIN if hard > SOFT_LIMIT_MARGIN else None
 
 
 def send_fetch(app: Celery, jobs: Sequence[dict]) -> None:

@@ -90,6 +90,9 @@ SETTINGS: tuple[Setting, ...] = (
             "largest file downloaded, in bytes"),
     Setting("fetch_timeout", "WIKIHASH_FETCH_TIMEOUT", _positive_float, "60",
             "seconds for one download, connection and body"),
+    Setting("time_limit", "WIKIHASH_TIME_LIMIT", _positive_float, "630",
+            "seconds a worker task may run before its process is killed and its files are"
+            " split or recorded failed; the soft limit is 30 s earlier (none at 30 s or less)"),
     Setting("requeue_after", "WIKIHASH_REQUEUE_AFTER", _positive_float, "900",
             "seconds after which a file still pending is sent to the queue again"),
     Setting("feed_max_age", "WIKIHASH_FEED_MAX_AGE", _positive_float, "30",

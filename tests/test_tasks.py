@@ -240,3 +240,46 @@ def test_a_429_with_retry_after_is_waited_out(db_url, broker, tmp_path):
     assert [status for _, status in requests] == [429, 200]
     assert requests[0][0] == requests[1][0]  # the thumbnail again, not the original
     assert took >= 4 - 0.5
+
+
+def test_a_batch_killed_at_the_hard_time_limit_is_split_and_its_slow_file_recorded(
+        db_url, broker, tmp_path):
+    """Issue 18 item 6: a server that drips one file keeps its fetch task past the hard time
+    limit (3 s here); the child is killed, the batch goes on one file per task, the quick file
+    is hashed and the slow one, killed again alone, is recorded with the limit as its reason.
+    Nothing stays pending and nothing is left queued to go round again."""
+    import redis
+
+    from tests.httpserver import Reply, Routes, running
+
+    storage.migrate(db_url)
+    routes = {"/Quick.png": Reply(headers={"Content-Type": "image/png"}, body=quick_png(5)),
+              "/Slow.png": Reply(headers={"Content-Type": "image/png"}, body=quick_png(6),
+                                 drip=0.05)}
+    with running(Routes, routes) as host:
+        conn = storage.connect(db_url)
+        with storage.transaction(conn):
+            ledger.insert_files(conn, [
+                FileInfo(name, "pending", sha1=f"sha1-{name}", url=f"http://{host}/{name}",
+                         media_type="BITMAP") for name in ("Slow.png", "Quick.png")])
+            jobs = ledger.claim_jobs(conn, limit=10, stale_after=600)
+        conn.close()
+        workers = Workers(db_url, broker, tmp_path / "worker.log")
+        workers.env["WIKIHASH_TIME_LIMIT"] = "3"
+        workers.start("-c", "1")
+        try:
+            started = time.monotonic()
+            celeryapp.send_fetch(workers.app, sorted((job.to_message() for job in jobs),
+                                                     key=lambda job: job["title"] != "Slow.png"))
+            states = workers.wait_settled(timeout=45)
+            took = time.monotonic() - started
+            time.sleep(1.0)  # anything re-sent by the split would be queued by now
+            client = redis.Redis.from_url(broker)
+            queued = {name: client.llen(name) for name in celeryapp.QUEUES}
+        finally:
+            workers.stop()
+    assert states == {"Quick.png": ("hashed", None),
+                      "Slow.png": ("failed", "killed at the hard time limit (3 s)")}, states
+    assert queued == {"fetch": 0, "hash": 0, "write": 0}
+    assert took < 45
+    assert "Hard time limit (3" in workers.log.read_text()

@@ -142,7 +142,7 @@ class WikihashTask(Task):
         process): the batch is isolated, a lone file recorded, so no file stays pending."""
         if isinstance(exc, TimeLimitExceeded) and args:
             items = list(args[0])
-            limit = exc.args[0] if exc.args else celeryapp.HARD_TIME_LIMIT
+            limit = exc.args[0] if exc.args else self.settings.time_limit
             log.warning("%s: hard time limit (%s s) on a batch of %d", self.name, limit,
                         len(items))
             self.carry_out(decide_lost(len(items), f"killed at the hard time limit ({limit:g} s)"),
