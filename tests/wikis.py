@@ -1,4 +1,4 @@
-"""Fake wikis for crawl tests: articles and files drawn from the shared corpus and generated.
+"""Fake wikis for crawl tests: articles and files drawn from tests/data/images and generated.
 
 `build_wiki()` returns a wiki (with a shared repository) and the truth the crawl must reach.
 """
@@ -15,7 +15,6 @@ from fakewiki.model import file_name
 from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
-CORPUS_IMAGES = HERE.parent.parent / "shared" / "corpus" / "images"
 SMALL_IMAGES = HERE / "data" / "images"
 
 
@@ -46,8 +45,7 @@ def generated_image(seed: int, fmt: str = "PNG") -> bytes:
 
 
 def corpus_files() -> list[tuple[str, bytes]]:
-    folder = CORPUS_IMAGES if CORPUS_IMAGES.is_dir() else SMALL_IMAGES
-    return [(p.name.replace("_", " "), p.read_bytes()) for p in sorted(folder.iterdir())
+    return [(p.name.replace("_", " "), p.read_bytes()) for p in sorted(SMALL_IMAGES.iterdir())
             if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")]
 
 
