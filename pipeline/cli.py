@@ -39,8 +39,17 @@ def _database_url(ctx: click.Context, given: str | None) -> str:
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="wikihash")
-def cli() -> None:
+@click.option("--env-file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Read settings from this KEY=value file (also: WIKIHASH_ENV_FILE); "
+                   "variables set in the environment win.")
+def cli(env_file: str | None) -> None:
     """Reverse image search over the images of a MediaWiki."""
+    if env_file:
+        import os
+
+        from pipeline.envfile import ENV_FILE
+
+        os.environ[ENV_FILE] = os.path.abspath(env_file)  # worker processes read it too
 
 
 @cli.command(name="config")
@@ -197,6 +206,7 @@ def worker(queues: str, concurrency: int | None, loglevel: str, pool: str,
     Example:
         wikihash worker -Q hash -c 4
     """
+    _settings(click.get_current_context())  # a bad setting: one line, before Celery loads
     from workers.app import QUEUES, app
 
     unknown = set(queues.split(",")) - set(QUEUES)

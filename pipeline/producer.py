@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import psycopg2
 
-from pipeline import ledger
+from pipeline import ledger, wikiowner
 from pipeline.errors import StorageError
 from pipeline.ledger import Job
 from pipeline.storage import Connection
@@ -151,8 +151,9 @@ class Producer:
     def _record_site(self) -> str | None:
         """Store the wiki's facts; returns the wiki's current time."""
         info = self.wiki.siteinfo()
-        facts = {k: str(info[k]) for k in ("sitename", "server", "articlepath", "generator")
-                 if k in info}
+        wikiowner.check(self.conn, info, self.wiki.api_url)
+        facts = {k: str(info[k]) for k in ("sitename", "server", "articlepath", "generator",
+                                           "wikiid") if k in info}
         facts["api_url"] = self.wiki.api_url
         ledger.set_wiki_info(self.conn, facts)
         return info.get("time")

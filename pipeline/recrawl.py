@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from pipeline import ledger
+from pipeline import ledger, wikiowner
 from pipeline.errors import WikihashError
 from pipeline.producer import LAST_CRAWL
 from pipeline.storage import Connection
@@ -100,7 +100,9 @@ class Recrawler:
         if not since:
             raise WikihashError("no completed crawl to update: run `wikihash crawl` first, "
                                 "or give --since")
-        until = self.wiki.siteinfo().get("time") or _now()
+        info = self.wiki.siteinfo()
+        wikiowner.check(self.conn, info, self.wiki.api_url)
+        until = info.get("time") or _now()
         stage = "feed"
         if _parse(until) - _parse(since) > self.feed_max_age:
             log.info("the last crawl (%s) is older than the change feed keeps", since)
