@@ -33,8 +33,17 @@ def database_option(func):
     )(func)
 
 
-def _database_url(ctx: click.Context, given: str | None) -> str:
-    return given or _settings(ctx).database_url
+def _database_url(ctx: click.Context, given: str | None, *, prepared: bool = False) -> str:
+    """The database to use; with `prepared`, one that `wikihash db init` has prepared."""
+    url = given or _settings(ctx).database_url
+    if prepared:
+        from pipeline import storage
+
+        try:
+            storage.require_prepared(url)
+        except WikihashError as exc:
+            raise click.ClickException(str(exc)) from None
+    return url
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -174,7 +183,8 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
 
     settings = _settings(ctx)
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url), job_size=job_size)
+        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True),
+                                  job_size=job_size)
         try:
             done = producer.walk(limit=limit, restart=restart)
             stats = producer.stats
@@ -281,7 +291,7 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
 
     settings = _settings(ctx)
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url))
+        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
         try:
             report = build_recrawler(settings, producer).run(since=since, dry_run=dry_run)
             click.echo(("would apply " if dry_run else "applied ") + report.summary())
@@ -303,8 +313,21 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
 
 
 def _drain(producer) -> None:
-    """Wait until nothing is pending, re-sending lost work, with progress on stderr."""
-    producer.drain(progress=lambda counts: click.echo(_status_line(counts), err=True))
+    """Wait until nothing is pending, re-sending lost work, with progress on stderr; stop
+    with the command to run when no worker consumes the queues (pipeline.consumers)."""
+    from pipeline import consumers
+    from workers.app import app, settings
+
+    setting = next(s for s in config.SETTINGS if s.name == "broker_url")
+    watch = consumers.Watch(lambda: consumers.consumed_queues(app),
+                            config.mask(setting, settings.broker_url),
+                            say=lambda line: click.echo(line, err=True))
+
+    def progress(counts: dict) -> None:
+        click.echo(_status_line(counts), err=True)
+        watch(counts)
+
+    producer.drain(progress=progress)
     click.echo("nothing pending")
 
 
@@ -336,7 +359,7 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
 
     from pipeline import ledger, storage
 
-    url = _database_url(ctx, database_url)
+    url = _database_url(ctx, database_url, prepared=True)
 
     def read() -> dict:
         try:
@@ -428,7 +451,7 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
     distance = searching.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
     try:
         data = _query_bytes(settings, image, allow_hosts)
-        with storage.connection(_database_url(ctx, database_url)) as conn:
+        with storage.connection(_database_url(ctx, database_url, prepared=True)) as conn:
             result = searching.search_bytes(conn, data, max_distance=distance, nearest=nearest,
                                             probe=("original",) if plain else
                                             searching.variants.DEFAULT_VARIANTS)

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 from pipeline import config
 from pipeline.cli import cli
 from pipeline.errors import ConfigError
+from tests.conftest import ROOT
 
 
 def test_defaults_run_on_one_machine():
@@ -110,3 +111,24 @@ def test_a_bad_setting_is_one_line_from_every_command(command):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "Error: WIKIHASH_THUMB_WIDTH='abc': invalid literal for int() with base 10: 'abc'"]
+
+
+@pytest.mark.parametrize("command", [["crawl"], ["recrawl"], ["status"],
+                                     ["search", "tests/data/images/skimage_text.png"]])
+def test_an_unprepared_database_is_one_line_saying_what_to_run(command, make_database):
+    """It was a psycopg2 traceback: relation "crawl_state" does not exist."""
+    import os
+    import subprocess
+    import sys
+
+    empty = make_database(extension=False)
+    for url, expected in ((empty, "has not been prepared: run `wikihash db init`"),
+                          (empty + "_absent", "does not exist: run `wikihash db init`")):
+        env = {**os.environ, "WIKIHASH_DATABASE_URL": url,
+               "WIKIHASH_API_URL": "http://127.0.0.1:9/w/api.php"}
+        result = subprocess.run([sys.executable, "-m", "pipeline", *command], env=env,
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: the database postgresql://")
+        assert lines[0].endswith(expected) or expected + " (" in lines[0], lines[0]

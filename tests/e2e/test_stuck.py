@@ -1,0 +1,49 @@
+"""Nothing hangs: commands that would wait on something absent say so and stop, in seconds."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fakewiki import FakeWiki, FakeWikiServer
+from wikis import generated_image
+
+from tests.conftest import sql_rows
+
+pytestmark = pytest.mark.slow
+
+
+def small_wiki() -> FakeWiki:
+    wiki = FakeWiki()
+    for i in range(8):
+        wiki.add_file(f"Pic {i}.png", generated_image(700 + i))
+        wiki.add_page(f"Article {i}", images=[f"Pic {i}.png"])
+    return wiki
+
+
+def test_crawl_and_recrawl_without_a_worker_stop_with_the_command_to_run(db_url, crawl_env):
+    """They waited forever, printing `pending 1 (0.0 files/s)`."""
+    with FakeWikiServer(small_wiki()) as server:
+        env = crawl_env(server.api_url)
+        started = time.monotonic()
+        result = env.wikihash("crawl", "--limit", "5", timeout=90)
+        assert time.monotonic() - started < 60
+        assert result.returncode == 1, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: 5 files pending and no worker consumes the fetch, hash,"
+                               " write queues at redis://127.0.0.1:"), last
+        assert "`wikihash worker`" in last
+        # Nothing lost: the walk is in the ledger, the files pending for when a worker runs.
+        assert sql_rows(db_url, "SELECT count(*) FROM files WHERE state = 'pending'") == [(5,)]
+
+        assert env.wikihash("crawl", "--no-wait", timeout=90).returncode == 0
+        started = time.monotonic()
+        result = env.wikihash("recrawl", timeout=90)
+        assert time.monotonic() - started < 60
+        assert result.returncode == 1
+        assert "no worker consumes" in result.stderr.strip().splitlines()[-1]
+
+        with env.workers():  # with one, the same command ends
+            result = env.wikihash("recrawl", timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert sql_rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'") == [(8,)]
