@@ -323,11 +323,18 @@ def _drain(producer) -> None:
                             config.mask(setting, settings.broker_url),
                             say=lambda line: click.echo(line, err=True))
 
+    from pipeline import progress as progressing
+
+    tracker, shown = progressing.Tracker(), progressing.display(sys.stderr)
+
     def progress(counts: dict) -> None:
-        click.echo(_status_line(counts), err=True)
+        shown.show(tracker.update(counts, walk_done=True))
         watch(counts)
 
-    producer.drain(progress=progress)
+    try:
+        producer.drain(progress=progress)
+    finally:
+        shown.finish()
     click.echo("nothing pending")
 
 
@@ -345,11 +352,13 @@ def _status_line(counts: dict) -> str:
 
 @cli.command()
 @database_option
-@click.option("--watch", is_flag=True, help="Refresh every few seconds with a progress bar.")
+@click.option("--watch", is_flag=True,
+              help="Follow the crawl until it is complete: one line redrawn on a terminal, "
+                   "a line per meaningful change elsewhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_context
 def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: bool) -> None:
-    """Crawl progress: articles walked, files by state, rate over the last minute, ETA.
+    """Crawl progress: articles walked, files by state; with --watch, rate and ETA of this crawl.
 
     \b
     Example:
@@ -381,17 +390,21 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
                                    "in progress" if walk else "not started"))
             click.echo(_status_line(counts))
         return
-    previous = None
-    while True:
-        counts = read()
-        done = counts["files"] - counts["pending"]
-        total = max(1, counts["files"])
-        bar = "#" * int(40 * done / total)
-        line = f"[{bar:<40}] {100 * done / total:5.1f}%  {_status_line(counts)}"
-        if line != previous:
-            click.echo("\r" + line, nl=False)
-            previous = line
-        time.sleep(2)
+    from pipeline import progress
+
+    tracker, shown = progress.Tracker(), progress.display(sys.stdout)
+    try:
+        while True:
+            counts = read()
+            snap = tracker.update(counts, walk_done=bool((counts["walk"] or {}).get("done")))
+            shown.show(snap)
+            if snap.complete:
+                return
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shown.finish()
 
 
 # -- search, serve, export (issue 7) ------------------------------------------------------------
