@@ -158,6 +158,12 @@ def main() -> None:
     cli(prog_name="wikihash")
 
 
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+    help="Run N worker processes of this command's own until it ends (for cron: nothing else "
+         "needs to run); 0: workers must be running (`wikihash worker`).")
+
+
 @cli.command()
 @database_option
 @click.option("--limit", type=click.IntRange(min=1), help="Crawl only the first N articles.")
@@ -166,25 +172,28 @@ def main() -> None:
               help="After the walk, keep re-sending lost work until nothing is pending.")
 @click.option("--job-size", type=click.IntRange(1, 500), default=100, show_default=True,
               help="Files per fetch task.")
+@workers_option
 @click.pass_context
 def crawl(ctx: click.Context, database_url: str | None, limit: int | None, restart: bool,
-          wait: bool, job_size: int) -> None:
+          wait: bool, job_size: int, workers: int) -> None:
     """Walk the wiki's articles into the ledger and queue their files for the workers.
 
     Resumes from its checkpoint when stopped; a completed crawl is not walked again
     (use --restart, or `wikihash recrawl` for changes). Workers must be running
-    (`wikihash worker`).
+    (`wikihash worker`), or give --workers N; with none it stops and says so.
 
     \b
     Example:
         WIKIHASH_USER_AGENT='mybot/1.0 (me@example.org)' wikihash crawl --limit 100
     """
+    from pipeline import ownworkers
     from pipeline.runtime import build_producer
 
     settings = _settings(ctx)
     try:
         producer = build_producer(settings, _database_url(ctx, database_url, prepared=True),
                                   job_size=job_size)
+        ctx.with_resource(ownworkers.running(workers if wait else 0))  # stopped at the end
         try:
             done = producer.walk(limit=limit, restart=restart)
             stats = producer.stats
@@ -260,9 +269,10 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
               help="Afterwards, wait until the changed files are hashed.")
 @click.option("--every", type=click.FloatRange(min=60), metavar="SECONDS",
               help="Run again and again, this many seconds apart (for a scheduled service).")
+@workers_option
 @click.pass_context
 def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry_run: bool,
-            wait: bool, every: float | None) -> None:
+            wait: bool, every: float | None, workers: int) -> None:
     """Bring the index up to date with what changed on the wiki since the last crawl.
 
     Reads the wiki's change feed (and each shared repository's upload and deletion log); when
@@ -274,9 +284,13 @@ def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry
         wikihash recrawl --dry-run
         wikihash recrawl --since 2026-11-01T00:00:00Z
         wikihash recrawl --every 86400
+        wikihash --env-file /etc/wikihash.env recrawl --workers 2    # from cron
     """
     import time
 
+    from pipeline import ownworkers
+
+    ctx.with_resource(ownworkers.running(0 if dry_run or not wait else workers))
     while True:
         _recrawl_once(ctx, database_url, since, dry_run, wait)
         if every is None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
 from fakewiki import FakeWiki, FakeWikiServer
 from wikis import generated_image
 
-from tests.conftest import sql_rows
+from tests.conftest import ROOT, sql_rows
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +23,8 @@ def small_wiki() -> FakeWiki:
     return wiki
 
 
-def test_crawl_and_recrawl_without_a_worker_stop_with_the_command_to_run(db_url, crawl_env):
+def test_crawl_and_recrawl_without_a_worker_stop_with_the_command_to_run(db_url, crawl_env,
+                                                                        tmp_path):
     """They waited forever, printing `pending 1 (0.0 files/s)`."""
     with FakeWikiServer(small_wiki()) as server:
         env = crawl_env(server.api_url)
@@ -43,7 +46,17 @@ def test_crawl_and_recrawl_without_a_worker_stop_with_the_command_to_run(db_url,
         assert result.returncode == 1
         assert "no worker consumes" in result.stderr.strip().splitlines()[-1]
 
-        with env.workers():  # with one, the same command ends
-            result = env.wikihash("recrawl", timeout=120)
+        # The README's cron recipe: cron's bare environment, the settings in an env file, and
+        # workers of the command's own; it ends once the files are hashed, and stops them.
+        settings = tmp_path / "wikihash.env"
+        settings.write_text("".join(f"{k}={v}\n" for k, v in env.env.items()
+                                    if k.startswith("WIKIHASH_")))
+        cron = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "pipeline", "--env-file", str(settings),
+                                 "recrawl", "--workers", "2"], env=cron, cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
+        assert time.monotonic() - started < 90
+        assert "nothing pending" in result.stdout
         assert sql_rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'") == [(8,)]
