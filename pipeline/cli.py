@@ -421,6 +421,84 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
         shown.finish()
 
 
+@cli.command()
+@database_option
+@click.option("--state", type=click.Choice(["failed", "missing", "unsupported", "pending"]),
+              default="failed", show_default=True, help="Which files to list.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def files(ctx: click.Context, database_url: str | None, state: str, limit: int,
+          as_json: bool) -> None:
+    """List the files in a state, with the reason, the attempts and the articles using them.
+
+    \b
+    Example:
+        wikihash files --state failed
+        wikihash files --state missing --json
+    """
+    from pipeline import retry, storage
+
+    url = _database_url(ctx, database_url, prepared=True)
+    try:
+        with storage.connection(url) as conn:
+            total, rows = retry.listing(conn, state, limit=limit)
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"state": state, "total": total, "files": rows}))
+        return
+    shown = f", the first {len(rows)} by title" if len(rows) < total else ""
+    click.echo(f"{total} file{'' if total == 1 else 's'} {state}{shown}")
+    for row in rows:
+        tries = f"{row['attempts']} attempt{'' if row['attempts'] == 1 else 's'}"
+        used = f"{row['articles']} article{'' if row['articles'] == 1 else 's'}"
+        click.echo(f"  {row['title']}: {row['reason'] or 'no reason recorded'} ({tries}, {used})")
+    if state == "failed" and total:
+        click.echo("try them again with: wikihash retry --failed")
+
+
+@cli.command(name="retry")
+@database_option
+@click.option("--failed", "failed", is_flag=True, required=True,
+              help="Try the failed files again (required: says what is retried).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until they are settled again.")
+@workers_option
+@click.pass_context
+def retry_command(ctx: click.Context, database_url: str | None, failed: bool, wait: bool,
+                  workers: int) -> None:
+    """Send the failed files to the workers again (a file whose API lookup failed is looked
+    up again first).
+
+    \b
+    Example:
+        wikihash retry --failed --workers 2
+    """
+    from pipeline import ledger, ownworkers, retry
+    from pipeline.runtime import build_producer
+
+    settings = _settings(ctx)
+    try:
+        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
+        ctx.with_resource(ownworkers.running(workers if wait else 0))
+        try:
+            with producer.conn:
+                reset, unresolved = retry.reset_failed(producer.conn)
+                infos = producer.wiki.file_info(unresolved, settings.thumb_width) \
+                    if unresolved else []
+                ledger.refresh_files(producer.conn, infos)
+            click.echo(f"{reset + len(unresolved)} failed files to try again "
+                       f"({len(unresolved)} looked up on the wiki again)")
+            producer.dispatch()
+            if wait:
+                _drain(producer)
+        finally:
+            producer.close()
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 # -- search, serve, export (issue 7) ------------------------------------------------------------
 
 

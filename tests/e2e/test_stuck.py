@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -60,3 +61,33 @@ def test_crawl_and_recrawl_without_a_worker_stop_with_the_command_to_run(db_url,
         assert time.monotonic() - started < 90
         assert "nothing pending" in result.stdout
         assert sql_rows(db_url, "SELECT count(*) FROM files WHERE state = 'hashed'") == [(8,)]
+
+
+def test_files_lists_what_did_not_work_and_retry_tries_it_again(db_url, crawl_env):
+    wiki = small_wiki()
+    wiki.add_page("Red", images=["Nowhere.png"])
+    with FakeWikiServer(wiki) as server:
+        env = crawl_env(server.api_url)
+        with env.workers():
+            assert env.wikihash("crawl", timeout=120).returncode == 0
+        # Two downloads that failed for a reason that has passed since.
+        sql_rows(db_url, "UPDATE files SET state = 'failed', dhash = NULL, attempts = 3,"
+                         " reason = 'HTTP 503 for the thumbnail' WHERE title IN"
+                         " ('Pic 1.png', 'Pic 2.png') RETURNING 1")
+        listed = env.wikihash("files", "--state", "failed", timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.splitlines() == [
+            "2 files failed",
+            "  Pic 1.png: HTTP 503 for the thumbnail (3 attempts, 1 article)",
+            "  Pic 2.png: HTTP 503 for the thumbnail (3 attempts, 1 article)",
+            "try them again with: wikihash retry --failed"]
+        missing = json.loads(env.wikihash("files", "--state", "missing", "--json").stdout)
+        assert missing["total"] == 1 and missing["files"][0]["title"] == "Nowhere.png"
+        assert missing["files"][0]["reason"] == "no such file"
+
+        retried = env.wikihash("retry", "--failed", "--workers", "1", timeout=120)
+        assert retried.returncode == 0, retried.stderr[-2000:]
+        assert retried.stdout.startswith("2 failed files to try again")
+    assert sql_rows(db_url, "SELECT title, attempts FROM files WHERE title IN"
+                            " ('Pic 1.png', 'Pic 2.png') AND state = 'hashed'"
+                            " ORDER BY title") == [("Pic 1.png", 4), ("Pic 2.png", 4)]
