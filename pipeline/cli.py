@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
 from pipeline import __version__, config
-from pipeline.errors import ImageRejected, WikihashError
+from pipeline.errors import ForbiddenURL, ImageRejected, WikihashError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
@@ -556,6 +557,13 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
     distance = searching.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
     try:
         data = _query_bytes(settings, image, allow_hosts)
+    except ForbiddenURL as exc:
+        hint = ""
+        if "address" in str(exc):
+            host = urlsplit(image).netloc.rsplit("@", 1)[-1]
+            hint = f"; to search a server of your own there, add --allow-host {host}"
+        raise click.ClickException(f"{exc}{hint}") from None
+    try:
         with storage.connection(_database_url(ctx, database_url, prepared=True)) as conn:
             result = searching.search_bytes(conn, data, max_distance=distance, nearest=nearest,
                                             probe=("original",) if plain else
@@ -565,12 +573,14 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
-    scope = f"the {nearest} nearest" if nearest else f"within {distance} bits"
-    click.echo(f"query {result.hash}: {len(result.matches)} files {scope}")
+    click.echo(f"query {result.hash}: " + searching.describe_count(len(result.matches), nearest,
+                                                                   distance))
     if result.note:
         click.echo(f"note: {result.note}")
     for match in result.matches:
         how = "" if match.variant == "original" else f"  (as {match.variant})"
+        if match.distance > searching.DEFAULT_MAX_DISTANCE:
+            how += f"  (not similar: {match.distance} bits apart)"
         click.echo(f"{match.distance:>3}  {match.title}{how}")
         for article in match.articles:
             click.echo(f"       {article.title}  {article.url}")
