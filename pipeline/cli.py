@@ -173,10 +173,16 @@ workers_option = click.option(
               help="After the walk, keep re-sending lost work until nothing is pending.")
 @click.option("--job-size", type=click.IntRange(1, 500), default=100, show_default=True,
               help="Files per fetch task.")
+@click.option("--from-dumps", "from_dumps", metavar="SOURCE",
+              help="Take articles and image links from a dump run instead of walking the API:"
+                   " a directory, a run URL (…/enwiki/20261201/) or 'latest'.")
+@click.option("--replace", is_flag=True,
+              help="With --from-dumps: replace the crawl the ledger already holds.")
 @workers_option
 @click.pass_context
 def crawl(ctx: click.Context, database_url: str | None, limit: int | None, restart: bool,
-          wait: bool, job_size: int, workers: int) -> None:
+          wait: bool, job_size: int, from_dumps: str | None, replace: bool,
+          workers: int) -> None:
     """Walk the wiki's articles into the ledger and queue their files for the workers.
 
     Resumes from its checkpoint when stopped; a completed crawl is not walked again
@@ -186,16 +192,26 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
     \b
     Example:
         WIKIHASH_USER_AGENT='mybot/1.0 (me@example.org)' wikihash crawl --limit 100
+        wikihash crawl --from-dumps latest
     """
     from pipeline import ownworkers
     from pipeline.runtime import build_producer
 
+    if from_dumps and (limit or restart):
+        raise click.UsageError("--limit and --restart are for the walk, not --from-dumps")
+    if replace and not from_dumps:
+        raise click.UsageError("--replace goes with --from-dumps")
     settings = _settings(ctx)
     try:
         producer = build_producer(settings, _database_url(ctx, database_url, prepared=True),
                                   job_size=job_size)
         ctx.with_resource(ownworkers.running(workers if wait else 0))  # stopped at the end
         try:
+            if from_dumps:
+                _crawl_from_dumps(settings, producer, from_dumps, replace)
+                if wait:
+                    _drain(producer)
+                return
             done = producer.walk(limit=limit, restart=restart)
             stats = producer.stats
             api = producer.wiki.stats
@@ -325,6 +341,27 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
             producer.close()
     except WikihashError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+class DumpsRefused(click.ClickException):
+    """Bad dump input or a ledger that holds another crawl: trying again will not help."""
+
+    exit_code = 3  # ops/up does not restart the producer on this status
+
+
+def _crawl_from_dumps(settings: config.Settings, producer, spec: str, replace: bool) -> None:
+    from pipeline.dumps.bootstrap import crawl_from_dumps
+    from pipeline.errors import DumpError
+
+    try:
+        report = crawl_from_dumps(
+            producer, spec, user_agent=settings.user_agent, dumps_url=settings.dumps_url,
+            dumps_dir=Path(settings.dumps_dir), replace=replace,
+            say=lambda line: click.echo(line, err=True))
+    except DumpError as exc:
+        raise DumpsRefused(str(exc)) from None
+    api = producer.wiki.stats
+    click.echo(f"{report.summary()}; {api.requests} API requests")
 
 
 def _drain(producer) -> None:

@@ -102,6 +102,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("feed_max_age", "WIKIHASH_FEED_MAX_AGE", _positive_float, "30",
             "days of changes the wiki's change feed keeps ($wgRCMaxAge; 30 on Wikipedia);"
             " an older crawl is brought up to date by a walk instead"),
+    Setting("dumps_url", "WIKIHASH_DUMPS_URL", _url("http", "https"),
+            "https://dumps.wikimedia.org/", "dump server whose newest complete run"
+            " `crawl --from-dumps latest` takes (docs/dumps.md)"),
+    Setting("dumps_dir", "WIKIHASH_DUMPS_DIR", _text, "dumps",
+            "directory that downloaded dump runs are kept in"),
     Setting("maxlag", "WIKIHASH_MAXLAG", _positive_int, "5", "maxlag sent with every API call"),
     Setting("bot_user", "WIKIHASH_BOT_USER", _text, "", "bot-password user name (optional)"),
     Setting("bot_password", "WIKIHASH_BOT_PASSWORD", _text, "", "bot password (optional)",

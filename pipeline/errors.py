@@ -15,7 +15,8 @@
     │   ├── TooLarge              over a byte, pixel or render cap
     │   ├── Corrupt               truncated, malformed, empty, or not what it claims
     │   └── UnsafeSvg             external entities, entity expansion, remote references
-    └── StorageError              PostgreSQL refused or is unreachable
+    ├── StorageError              PostgreSQL refused or is unreachable
+    └── DumpError                 a dump run we cannot use: corrupt, truncated, another wiki
 
 Each class says whether trying again may help (`retryable`). Lower-layer errors (requests,
 Pillow, cairosvg, psycopg2, mwclient) are mapped to these at the module that calls them.
@@ -123,3 +124,8 @@ class StorageError(WikihashError):
     """PostgreSQL refused a statement or could not be reached."""
 
     retryable = True
+
+
+class DumpError(WikihashError):
+    """A dump run (docs/dumps.md) that cannot be used: a checksum mismatch, a truncated or
+    corrupt file, an unknown schema, another wiki's dumps, or a ledger that holds a crawl."""

@@ -152,10 +152,7 @@ class Producer:
         """Store the wiki's facts; returns the wiki's current time."""
         info = self.wiki.siteinfo()
         wikiowner.check(self.conn, info, self.wiki.api_url)
-        facts = {k: str(info[k]) for k in ("sitename", "server", "articlepath", "generator",
-                                           "wikiid") if k in info}
-        facts["api_url"] = self.wiki.api_url
-        ledger.set_wiki_info(self.conn, facts)
+        ledger.set_wiki_info(self.conn, site_facts(info, self.wiki.api_url))
         return info.get("time")
 
     def _record(self, articles: list[Article], state: dict) -> None:
@@ -222,6 +219,14 @@ class Producer:
                 return False
             self.dispatch()
             time.sleep(poll)
+
+
+def site_facts(info: dict, api_url: str) -> dict[str, str]:
+    """The wiki facts the ledger keeps, from siteinfo's general part."""
+    facts = {k: str(info[k]) for k in ("sitename", "server", "articlepath", "generator",
+                                       "wikiid") if k in info}
+    facts["api_url"] = api_url
+    return facts
 
 
 def _now() -> str:
