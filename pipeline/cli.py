@@ -88,7 +88,7 @@ def db() -> None:
               help="Create the database when it does not exist.")
 @click.pass_context
 def db_init(ctx: click.Context, database_url: str | None, create: bool) -> None:
-    """Apply the numbered migrations in sql/ (idempotent).
+    """Apply the numbered migrations shipped in pipeline/migrations/ (idempotent).
 
     \b
     Example:
@@ -234,21 +234,25 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
 @click.option("--pool", default="prefork", show_default=True,
               type=click.Choice(["prefork", "solo", "threads"]))
 @click.option("-n", "--hostname", help="Node name, e.g. worker1@%h.")
+@click.option("--max-memory", type=click.IntRange(min=64), default=3072, show_default=True,
+              metavar="MIB", help="Address space of each worker process, MiB: an image that "
+              "needs more is recorded as too large ")
 def worker(queues: str, concurrency: int | None, loglevel: str, pool: str,
-           hostname: str | None) -> None:
+           hostname: str | None, max_memory: int) -> None:
     """Run a Celery worker on the project's queues.
 
     \b
     Example:
         wikihash worker -Q hash -c 4
     """
-    _settings(click.get_current_context())  # a bad setting: one line, before Celery loads
-    from workers.app import QUEUES, app
+    from pipeline import celeryapp
 
-    unknown = set(queues.split(",")) - set(QUEUES)
+    unknown = set(queues.split(",")) - set(celeryapp.QUEUES)
     if unknown:
         raise click.BadParameter(f"unknown queue {', '.join(sorted(unknown))}; "
-                                 f"known: {', '.join(QUEUES)}", param_hint="--queues")
+                                 f"known: {', '.join(celeryapp.QUEUES)}", param_hint="--queues")
+    app = celeryapp.create_app(_settings(click.get_current_context()), worker=True)
+    app.conf.worker_child_address_space = max_memory * 1024 * 1024  # workers/base.py
     argv = ["worker", "-Q", queues, "--loglevel", loglevel, "--pool", pool, "-E"]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
@@ -272,8 +276,9 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
     if ":" not in auth:
         raise click.ClickException("set WIKIHASH_FLOWER_AUTH=user:password; "
                                    "Flower never runs without authentication")
-    from workers.app import app
+    from pipeline import celeryapp
 
+    app = celeryapp.create_app(_settings(ctx))
     app.start(["flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"])
 
 
@@ -324,7 +329,8 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
     try:
         producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
         try:
-            report = build_recrawler(settings, producer).run(since=since, dry_run=dry_run)
+            recrawler = build_recrawler(settings, producer.wiki, producer.conn)
+            report = recrawler.run(since=since, dry_run=dry_run)
             click.echo(("would apply " if dry_run else "applied ") + report.summary())
             if dry_run:
                 for label, titles in (("article added", report.pages_added),
@@ -367,8 +373,10 @@ def _crawl_from_dumps(settings: config.Settings, producer, spec: str, replace: b
 def _drain(producer) -> None:
     """Wait until nothing is pending, re-sending lost work, with progress on stderr; stop
     with the command to run when no worker consumes the queues (pipeline.consumers)."""
-    from pipeline import consumers
-    from workers.app import app, settings
+    from pipeline import celeryapp, consumers
+
+    settings = _settings(click.get_current_context())
+    app = celeryapp.create_app(settings)
 
     setting = next(s for s in config.SETTINGS if s.name == "broker_url")
     watch = consumers.Watch(lambda: consumers.consumed_queues(app),

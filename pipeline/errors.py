@@ -18,8 +18,12 @@
     ├── StorageError              PostgreSQL refused or is unreachable
     └── DumpError                 a dump run we cannot use: corrupt, truncated, another wiki
 
-Each class says whether trying again may help (`retryable`). Lower-layer errors (requests,
-Pillow, cairosvg, psycopg2, mwclient) are mapped to these at the module that calls them.
+Each error says whether trying again may help (`retryable`) and, when the other side said how
+long to stay away (Retry-After, maxlag), for how many seconds (`retry_after`; None when it did
+not say). Lower-layer errors are mapped to these once, at the module that owns the call:
+requests and mwclient in `wiki.py` and `fetch.py`, Pillow, cairosvg and the XML parser in
+`imaging.py`, psycopg2 in `storage.py` and `ledger.py` (`storage.map_errors`). Nothing above
+those modules catches a lower layer's exception.
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ from __future__ import annotations
 class WikihashError(Exception):
     """Base class of every error wikihash raises on purpose."""
 
-    retryable = False
+    retryable: bool = False
+    # Seconds the other side asked us to wait before asking again; None: it did not say.
+    retry_after: float | None = None
+
+    def __init__(self, message: str = "", *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class ConfigError(WikihashError):
@@ -44,8 +55,8 @@ class WikiError(WikihashError):
 class ApiError(WikiError):
     """The API answered with an error object (`code`, `info`)."""
 
-    def __init__(self, code: str, info: str = "") -> None:
-        super().__init__(f"{code}: {info}" if info else code)
+    def __init__(self, code: str, info: str = "", *, retryable: bool | None = None) -> None:
+        super().__init__(f"{code}: {info}" if info else code, retryable=retryable)
         self.code = code
         self.info = info
 
@@ -77,12 +88,18 @@ class FetchTimeout(FetchError):
 class HTTPStatusError(FetchError):
     """The server answered with an error status."""
 
-    def __init__(self, status: int, url: str) -> None:
-        super().__init__(f"HTTP {status} for {url}")
+    def __init__(self, status: int, url: str, *, retry_after: float | None = None) -> None:
+        # 4xx other than 408/429 will not change by asking again.
+        super().__init__(f"HTTP {status} for {url}",
+                         retryable=status in (408, 429) or status >= 500)
         self.status = status
         self.url = url
-        # 4xx other than 408/429 will not change by asking again.
-        self.retryable = status in (408, 429) or status >= 500
+        self.retry_after = retry_after
+
+    @property
+    def slow_down(self) -> bool:
+        """The server asked us to slow down (429, or a Retry-After): not a time to ask more."""
+        return self.status == 429 or self.retry_after is not None
 
 
 class ForbiddenURL(FetchError):

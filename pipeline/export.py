@@ -23,10 +23,9 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline import __version__, storage
+from pipeline import __version__, ledger, storage, timestamps
 from pipeline.errors import StorageError, WikihashError
 
 __all__ = ["HASH_DEFINITION", "ExportResult", "export", "find_pg_dump"]
@@ -107,25 +106,19 @@ def _pg_dump(database_url: str, target: Path) -> None:
 
 def _manifest(conn) -> dict:
     with conn.cursor() as cur:
-        counts = {}
+        rows = {}
         for table in ("pages", "files", "usages", "hashes"):
             cur.execute(f"SELECT count(*) FROM {table}")  # fixed names, not input
-            counts[table] = cur.fetchone()[0]
-        cur.execute("SELECT state, count(*) FROM files GROUP BY state ORDER BY state")
-        states = dict(cur.fetchall())
-        cur.execute("SELECT key, value FROM wiki_info ORDER BY key")
-        wiki = dict(cur.fetchall())
-        cur.execute("SELECT value FROM crawl_state WHERE key = 'last_crawl'")
-        row = cur.fetchone()
+            rows[table] = cur.fetchone()[0]
     return {
         "format": 1,
-        "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "exported_at": timestamps.now(),
         "wikihash_version": __version__,
         "schema_version": storage.schema_version(conn),
-        "wiki": wiki,
-        "last_crawl": row[0] if row else None,
-        "rows": counts,
-        "files_by_state": states,
+        "wiki": ledger.wiki_facts(conn),
+        "last_crawl": ledger.get_state(conn, ledger.LAST_CRAWL),
+        "rows": rows,
+        "files_by_state": {k: v for k, v in sorted(ledger.files_by_state(conn).items()) if v},
         "hash": HASH_DEFINITION,
         "files": {
             "wikihash.dump": "pg_dump -Fc of the whole database; pg_restore into a database"

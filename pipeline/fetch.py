@@ -84,19 +84,17 @@ def _get(session: requests.Session, url: str, deadline: float, max_bytes: int,
             location = response.headers.get("Location", "")
             return urljoin(url, location)
         if response.status_code != 200:
-            error = HTTPStatusError(response.status_code, url)
             # Invariant 4: on 429 and 503 the server says when to come back; the task waits
-            # that long before this host sees the file again (workers/tasks.py).
-            error.retry_after = None
+            # that long before this host sees the file again (workers/policy.py).
+            wait = None
             if response.status_code in (429, 503):
                 wait = retry_after(response.headers.get("Retry-After"), 0.0)
-                error.retry_after = min(MAX_RETRY_AFTER, wait) if wait > 0 else None
-            raise error
+                wait = min(MAX_RETRY_AFTER, wait) if wait > 0 else None
+            raise HTTPStatusError(response.status_code, url, retry_after=wait)
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if not content_type.startswith(ACCEPTED_TYPES):
-            error = FetchError(f"not an image: Content-Type {content_type or 'missing'}")
-            error.retryable = False
-            raise error
+            raise FetchError(f"not an image: Content-Type {content_type or 'missing'}",
+                             retryable=False)
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise TooLarge(f"{declared} bytes declared, over the cap of {max_bytes}")

@@ -1,4 +1,9 @@
-"""The ledger's writes and reads: pages, usages, files, crawl state, hash results.
+"""The ledger's writes and reads: pages, usages, files, crawl state, hash results, counts.
+
+The one owner of the crawl's SQL (the producer, the re-crawl, the workers, search's stats and
+the export's manifest all go through it) and the edge where PostgreSQL's errors are mapped:
+every public function raises `StorageError` (`storage.mapped`), never psycopg2's own, and text
+that PostgreSQL cannot store (a NUL byte from a hostile server or API) is made storable here.
 
 Every write is idempotent and keyed by natural keys (page id, file title, SHA-1), so a batch
 applied twice changes nothing the second time. Hash results are written with one COPY per
@@ -10,13 +15,28 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 from psycopg2.extras import execute_values
 
-from pipeline.storage import Connection
+from pipeline.storage import Connection, map_errors, mapped
 from pipeline.wiki import Article, FileInfo
+
+# crawl_state keys
+WALK = "walk"  # the walk in progress
+LAST_CRAWL = "last_crawl"  # when the last complete walk (or re-crawl) started, wiki time
+RECRAWL = "recrawl"  # the re-crawl in progress
+
+# A file sent to the workers this many times without a result is recorded as failed instead of
+# being sent again (workers/policy.py): nothing is re-sent forever.
+MAX_SENDS = 5
+STATES = ("pending", "hashed", "failed", "missing", "unsupported")
+
+
+def storable(text: str | None) -> str | None:
+    """`text` as PostgreSQL can store it: a NUL byte (which `text` cannot hold) becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,7 @@ class Result:
 
 # -- the walk -------------------------------------------------------------------------------
 
+@mapped
 def upsert_pages(conn: Connection, articles: Sequence[Article]) -> None:
     with conn.cursor() as cur:
         execute_values(
@@ -57,14 +78,15 @@ def upsert_pages(conn: Connection, articles: Sequence[Article]) -> None:
             "INSERT INTO pages (page_id, title, rev_id) VALUES %s"
             " ON CONFLICT (page_id) DO UPDATE"
             " SET title = EXCLUDED.title, rev_id = EXCLUDED.rev_id, seen_at = now()",
-            [(a.page_id, a.title, a.rev_id) for a in articles],
+            [(a.page_id, storable(a.title), a.rev_id) for a in articles],
             page_size=1000,
         )
 
 
+@mapped
 def unknown_files(conn: Connection, titles: Iterable[str]) -> list[str]:
     """The titles that have no row in `files` yet, in the order given."""
-    titles = list(dict.fromkeys(titles))
+    titles = list(dict.fromkeys(storable(t) for t in titles))
     if not titles:
         return []
     with conn.cursor() as cur:
@@ -74,14 +96,16 @@ def unknown_files(conn: Connection, titles: Iterable[str]) -> list[str]:
 
 
 def _file_rows(infos: Sequence[FileInfo]) -> list[tuple]:
-    return [(i.title, i.state, i.reason, i.sha1, i.mime, i.media_type, i.size, i.width,
-             i.height, i.repo, i.url, i.thumb_url) for i in infos]
+    return [(storable(i.title), i.state, storable(i.reason), storable(i.sha1), storable(i.mime),
+             storable(i.media_type), i.size, i.width, i.height, storable(i.repo),
+             storable(i.url), storable(i.thumb_url)) for i in infos]
 
 
 _FILE_COLUMNS = "title, state, reason, sha1, mime, media_type, size, width, height, repo, url," \
                 " thumb_url"
 
 
+@mapped
 def insert_files(conn: Connection, infos: Sequence[FileInfo]) -> None:
     """New files; a pending file whose content is already hashed takes that hash at once."""
     if not infos:
@@ -95,6 +119,7 @@ def insert_files(conn: Connection, infos: Sequence[FileInfo]) -> None:
     adopt_known_hashes(conn, infos)
 
 
+@mapped
 def refresh_files(conn: Connection, infos: Sequence[FileInfo]) -> list[str]:
     """Apply the wiki's current facts to known files; returns the titles that changed.
 
@@ -123,6 +148,7 @@ def refresh_files(conn: Connection, infos: Sequence[FileInfo]) -> list[str]:
     return [row[0] for row in changed]
 
 
+@mapped
 def delete_pages(conn: Connection, *, page_ids: Iterable[int] = (),
                  titles: Iterable[str] = (), keep: Iterable[int] = ()) -> list[str]:
     """Remove pages that are no longer articles (with their usages); returns their titles."""
@@ -130,11 +156,67 @@ def delete_pages(conn: Connection, *, page_ids: Iterable[int] = (),
         cur.execute(
             "DELETE FROM pages WHERE (page_id = ANY(%s) OR title = ANY(%s))"
             " AND NOT page_id = ANY(%s) RETURNING title",
-            (list(page_ids), list(titles), list(keep)),
+            (list(page_ids), [storable(t) for t in titles], list(keep)),
         )
         return [row[0] for row in cur.fetchall()]
 
 
+@mapped
+def page_revisions(conn: Connection, page_ids: Sequence[int]) -> dict[int, int | None]:
+    """The revision the ledger has for each of these pages it knows."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT page_id, rev_id FROM pages WHERE page_id = ANY(%s)", (list(page_ids),))
+        return dict(cur.fetchall())
+
+
+@mapped
+def mark_pages_seen(conn: Connection, page_ids: Sequence[int]) -> None:
+    """These pages are still articles (a re-crawl's walk saw them)."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE pages SET seen_at = now() WHERE page_id = ANY(%s)", (list(page_ids),))
+
+
+@mapped
+def delete_pages_unseen_since(conn: Connection, started: str) -> list[str]:
+    """Remove the pages a walk that began at `started` did not see; returns their titles."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM pages WHERE seen_at < %s RETURNING title", (started,))
+        return [row[0] for row in cur.fetchall()]
+
+
+@mapped
+def known_files(conn: Connection, titles: Iterable[str], *, repo: str | None = None) -> list[str]:
+    """Those of `titles` the ledger has (in `repo`, or a file of unknown repository)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT title FROM files WHERE title = ANY(%s)"
+                    " AND (%s::text IS NULL OR repo = %s OR repo IS NULL)",
+                    ([storable(t) for t in titles], repo, repo))
+        return [row[0] for row in cur.fetchall()]
+
+
+def file_titles(conn: Connection, *, batch: int = 500) -> Iterator[list[str]]:
+    """Every file's title, `batch` at a time in file_id order (never all of them at once)."""
+    after = 0
+    while True:
+        with map_errors(), conn.cursor() as cur:
+            cur.execute("SELECT file_id, title FROM files WHERE file_id > %s"
+                        " ORDER BY file_id LIMIT %s", (after, batch))
+            rows = cur.fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield [title for _, title in rows]
+
+
+@mapped
+def database_now(conn: Connection) -> str:
+    """PostgreSQL's clock (the one `seen_at` is written with), ISO 8601."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0].isoformat()
+
+
+@mapped
 def adopt_known_hashes(conn: Connection, infos: Sequence[FileInfo]) -> None:
     """Pending files whose content was already hashed (or rejected) take that result."""
     with conn.cursor() as cur:
@@ -146,13 +228,14 @@ def adopt_known_hashes(conn: Connection, infos: Sequence[FileInfo]) -> None:
             "       hashed_from FROM files WHERE state IN ('hashed', 'failed', 'unsupported')"
             "       AND sha1 = ANY(%s) ORDER BY sha1, state = 'hashed' DESC) h"
             " WHERE f.sha1 = h.sha1 AND f.state = 'pending' AND f.title = ANY(%s)",
-            ([i.sha1 for i in infos if i.sha1], [i.title for i in infos]),
+            ([storable(i.sha1) for i in infos if i.sha1], [storable(i.title) for i in infos]),
         )
 
 
+@mapped
 def set_usages(conn: Connection, articles: Sequence[Article]) -> None:
     """Make each article's usages exactly its current images (adds and removes)."""
-    pairs = [(a.page_id, title) for a in articles for title in a.images]
+    pairs = [(a.page_id, storable(title)) for a in articles for title in a.images]
     page_ids = [a.page_id for a in articles]
     with conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS current_usages"
@@ -175,6 +258,7 @@ def set_usages(conn: Connection, articles: Sequence[Article]) -> None:
 
 # -- crawl state ----------------------------------------------------------------------------
 
+@mapped
 def get_state(conn: Connection, key: str) -> object | None:
     with conn.cursor() as cur:
         cur.execute("SELECT value FROM crawl_state WHERE key = %s", (key,))
@@ -182,6 +266,7 @@ def get_state(conn: Connection, key: str) -> object | None:
     return row[0] if row else None
 
 
+@mapped
 def set_state(conn: Connection, key: str, value: object) -> None:
     with conn.cursor() as cur:
         cur.execute(
@@ -191,6 +276,7 @@ def set_state(conn: Connection, key: str, value: object) -> None:
         )
 
 
+@mapped
 def set_wiki_info(conn: Connection, facts: dict[str, str]) -> None:
     with conn.cursor() as cur:
         execute_values(
@@ -203,40 +289,43 @@ def set_wiki_info(conn: Connection, facts: dict[str, str]) -> None:
 
 # -- the queue, rebuilt from the ledger -----------------------------------------------------
 
-def claim_jobs(conn: Connection, *, limit: int, stale_after: float) -> list[Job]:
+@mapped
+def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
+               max_sends: int = MAX_SENDS) -> list[Job]:
     """Pending contents never sent, or sent over `stale_after` seconds ago and still pending.
 
-    One job per SHA-1; every pending file with that SHA-1 is marked as sent with it.
+    One job per SHA-1; every pending file with that SHA-1 is marked as sent with it. A content
+    already sent `max_sends` times without a result is recorded as failed instead of sent.
     """
     with conn.cursor() as cur:
         cur.execute(
             "WITH picked AS ("
-            "  SELECT DISTINCT ON (sha1) file_id, sha1, title, url, thumb_url FROM files f"
+            "  SELECT DISTINCT ON (sha1) file_id, sha1, title, url, thumb_url, sends FROM files f"
             "  WHERE state = 'pending'"
             "    AND (enqueued_at IS NULL OR enqueued_at < now() - %(stale)s * interval '1 s')"
             "    AND NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = f.sha1"
             "      AND g.state = 'pending' AND g.enqueued_at >= now() - %(stale)s * interval '1 s')"
             "  ORDER BY sha1, file_id LIMIT %(limit)s),"
-            " marked AS (UPDATE files f SET enqueued_at = now() FROM picked p"
-            "  WHERE f.sha1 = p.sha1 AND f.state = 'pending')"
-            " SELECT file_id, sha1, title, url, thumb_url FROM picked ORDER BY file_id",
-            {"stale": stale_after, "limit": limit},
+            " marked AS (UPDATE files f SET enqueued_at = now(), sends = f.sends + 1"
+            "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
+            "    AND p.sends < %(max)s),"
+            " given_up AS (UPDATE files f SET state = 'failed', updated_at = now(),"
+            "    reason = 'sent to the workers ' || p.sends || ' times without a result'"
+            "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
+            "    AND p.sends >= %(max)s)"
+            " SELECT file_id, sha1, title, url, thumb_url FROM picked WHERE sends < %(max)s"
+            " ORDER BY file_id",
+            {"stale": stale_after, "limit": limit, "max": max_sends},
         )
         return [Job(*row) for row in cur.fetchall()]
 
 
+@mapped
 def touch_jobs(conn: Connection, sha1s: Sequence[str]) -> None:
     """Mark these jobs as alive (a worker holds them back on purpose), so that the reconciler
     does not take them for lost and send them a second time."""
     with conn.cursor() as cur:
         cur.execute("UPDATE files SET enqueued_at = now() WHERE sha1 = ANY(%s)"
-                    " AND state = 'pending'", (list(sha1s),))
-
-
-def unsend(conn: Connection, sha1s: Sequence[str]) -> None:
-    """Forget that these jobs were sent (the broker refused them), so they go again at once."""
-    with conn.cursor() as cur:
-        cur.execute("UPDATE files SET enqueued_at = NULL WHERE sha1 = ANY(%s)"
                     " AND state = 'pending'", (list(sha1s),))
 
 
@@ -246,6 +335,7 @@ _COLUMNS = ("sha1", "state", "dhash", "low_information", "reason", "hashed_from"
 _STAGING_MADE: set[tuple[int, int]] = set()  # (connection, backend pid) with the staging table
 
 
+@mapped
 def write_results(conn: Connection, results: Sequence[Result]) -> int:
     """One COPY of `results` into a staging table, then one UPDATE; returns files updated."""
     if not results:
@@ -286,24 +376,40 @@ def _copy_field(value: object) -> str:
         return r"\N"
     if isinstance(value, bool):
         return "t" if value else "f"
-    text = str(value)
+    text = storable(str(value))
     return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
             .replace("\r", "\\r"))
 
 
 # -- progress -------------------------------------------------------------------------------
 
+@mapped
+def files_by_state(conn: Connection) -> dict[str, int]:
+    """How many files are in each state (every state listed, 0 when none)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT state, count(*) FROM files GROUP BY state")
+        found = dict(cur.fetchall())
+    return {state: found.get(state, 0) for state in STATES}
+
+
+@mapped
 def counts(conn: Connection) -> dict[str, int]:
     """Articles and files by state, plus files settled in the last minute."""
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pages")
         found = {"articles": cur.fetchone()[0]}
-        cur.execute("SELECT state, count(*) FROM files GROUP BY state")
-        states = dict(cur.fetchall())
         cur.execute("SELECT count(*) FROM files WHERE state <> 'pending'"
                     " AND updated_at > now() - interval '1 minute'")
         found["last_minute"] = cur.fetchone()[0]
-    for state in ("pending", "hashed", "failed", "missing", "unsupported"):
-        found[state] = states.get(state, 0)
+    states = files_by_state(conn)
+    found.update(states)
     found["files"] = sum(states.values())
     return found
+
+
+@mapped
+def wiki_facts(conn: Connection) -> dict[str, str]:
+    """What the crawl recorded about the wiki (sitename, server, articlepath, api_url...)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT key, value FROM wiki_info ORDER BY key")
+        return dict(cur.fetchall())

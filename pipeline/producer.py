@@ -18,29 +18,20 @@ repeats it whole, and every write in it is idempotent.
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import psycopg2
-
-from pipeline import ledger, wikiowner
+from pipeline import ledger, timestamps, wikiowner
 from pipeline.errors import StorageError
-from pipeline.ledger import Job
-from pipeline.storage import Connection
+from pipeline.ledger import LAST_CRAWL, WALK, Job
+from pipeline.storage import Connection, transaction
 from pipeline.wiki import Article, Wiki
 
 log = logging.getLogger(__name__)
-
-WALK = "walk"  # crawl_state key: the walk in progress
-LAST_CRAWL = "last_crawl"  # crawl_state key: when the last complete walk started
-
-# PostgreSQL unreachable, restarting or shut down under us: wait and reconnect.
-STORAGE_ERRORS: tuple[type[BaseException], ...] = (
-    StorageError, psycopg2.OperationalError, psycopg2.InterfaceError)
 
 T = TypeVar("T")
 
@@ -49,8 +40,6 @@ T = TypeVar("T")
 class ProducerStats:
     articles: int = 0
     new_files: int = 0
-    jobs_sent: int = 0
-    batches: int = 0
 
 
 class Producer:
@@ -76,8 +65,9 @@ class Producer:
         self.job_size = job_size  # files per fetch task
         self._queue_room = queue_room  # how many more jobs the queue should take now
         self.stale_after = stale_after  # seconds before a sent job is sent again
-        # Errors of the queue's client (e.g. Redis restarting) that waiting may cure.
-        self._transient = STORAGE_ERRORS + tuple(transient)
+        # PostgreSQL away (the ledger's StorageError), or the queue's client (e.g. Redis
+        # restarting): waiting may cure them.
+        self._transient = (StorageError, *transient)
         self.outage_limit = outage_limit  # seconds one step may keep failing before we give up
         self.stats = ProducerStats()
         self.conn = self._retry("connect to PostgreSQL", connect)
@@ -93,13 +83,14 @@ class Producer:
             try:
                 return step()
             except self._transient as exc:
-                if time.monotonic() + delay > deadline:
+                refused = isinstance(exc, StorageError) and not exc.retryable
+                if refused or time.monotonic() + delay > deadline:
                     raise
                 log.warning("%s failed (%s: %s); trying again in %.1f s", what,
                             type(exc).__name__, str(exc).strip()[:120], delay)
                 time.sleep(delay)
                 delay = min(15.0, delay * 2)
-                if isinstance(exc, STORAGE_ERRORS) or self.conn.closed:
+                if isinstance(exc, StorageError) or self.conn.closed:
                     self._reconnect()
 
     def _reconnect(self) -> None:
@@ -109,10 +100,8 @@ class Producer:
         except StorageError as exc:
             log.warning("PostgreSQL still unreachable: %s", str(exc).strip()[:120])
             return
-        try:
+        with contextlib.suppress(Exception):
             self.conn.close()
-        except psycopg2.Error:
-            pass
         self.conn = conn
 
     # -- the walk ----------------------------------------------------------------------------
@@ -120,7 +109,7 @@ class Producer:
     def walk(self, *, limit: int | None = None, restart: bool = False) -> bool:
         """Walk the articles from the checkpoint; True when the whole wiki has been walked."""
         def start() -> tuple[object, str | None]:
-            with self.conn:
+            with transaction(self.conn):
                 return ledger.get_state(self.conn, WALK), self._record_site()
 
         state, wiki_time = self._retry("read the walk's checkpoint", start)
@@ -129,7 +118,7 @@ class Producer:
             return True
         if restart or not isinstance(state, dict):
             # The wiki's own clock: the re-crawl reads its change feed from this time on.
-            state = {"continue": None, "started": wiki_time or _now(), "done": False}
+            state = {"continue": None, "started": wiki_time or timestamps.now(), "done": False}
         for articles, cont in self.wiki.walk_articles(state["continue"]):
             if limit is not None:
                 room = limit - self.stats.articles
@@ -142,7 +131,7 @@ class Producer:
             if limit is not None and self.stats.articles >= limit:
                 return state["done"]
         def finish() -> None:
-            with self.conn:
+            with transaction(self.conn):
                 ledger.set_state(self.conn, LAST_CRAWL, state["started"])
 
         self._retry("record the finished walk", finish)
@@ -158,7 +147,7 @@ class Producer:
     def _record(self, articles: list[Article], state: dict) -> None:
         """One batch into the ledger in one transaction, then jobs to the queue."""
         def write() -> list:
-            with self.conn:
+            with transaction(self.conn):
                 titles = [t for a in articles for t in a.images]
                 new = ledger.unknown_files(self.conn, titles)
                 infos = self.wiki.file_info(new, self.thumb_width) if new else []
@@ -171,7 +160,6 @@ class Producer:
         infos = self._retry("write a batch to the ledger", write)
         self.stats.articles += len(articles)
         self.stats.new_files += len(infos)
-        self.stats.batches += 1
         self.dispatch()
 
     # -- the queue ---------------------------------------------------------------------------
@@ -186,24 +174,19 @@ class Producer:
             return 0
         # Claimed and sent in one transaction: if the broker refuses a send, the claims roll
         # back and the jobs go again (some twice: harmless, every write is idempotent).
-        with self.conn:
+        with transaction(self.conn):
             jobs = ledger.claim_jobs(self.conn, limit=room * self.job_size,
                                      stale_after=self.stale_after)
             for i in range(0, len(jobs), self.job_size):
                 self._send(jobs[i:i + self.job_size])
-        sent = -(-len(jobs) // self.job_size)
-        self.stats.jobs_sent += sent
-        return sent
+        return -(-len(jobs) // self.job_size)
 
     def _counts(self) -> dict[str, int]:
         def read() -> dict[str, int]:
-            with self.conn:
+            with transaction(self.conn):
                 return ledger.counts(self.conn)
 
         return self._retry("count pending files", read)
-
-    def pending(self) -> int:
-        return self._counts()["pending"]
 
     def drain(self, *, poll: float = 2.0, timeout: float | None = None,
               progress: Callable[[dict], None] | None = None) -> bool:
@@ -227,7 +210,3 @@ def site_facts(info: dict, api_url: str) -> dict[str, str]:
                                        "wikiid") if k in info}
     facts["api_url"] = api_url
     return facts
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -5,7 +5,7 @@ changed; each named article and file is then looked up as it is *now* and writte
 Applying the current state instead of replaying events makes every step idempotent, so a
 re-crawl killed mid-way and started again ends in the same state.
 
-Stages, each checkpointed in `crawl_state` under "recrawl":
+Stages, each checkpointed in `crawl_state` under "recrawl" (a `Checkpoint`):
   feed    the wiki's own feed: edits, new pages, deletions and restores, moves, file uploads,
           overwrites, reverts and deletions;
   shared  each shared file repository's upload and deletion log (Commons changes never show
@@ -18,21 +18,56 @@ Then new pending files are sent to the workers, as the crawl does.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
-from pipeline import ledger, wikiowner
+from pipeline import ledger, timestamps, wikiowner
 from pipeline.errors import WikihashError
-from pipeline.producer import LAST_CRAWL
-from pipeline.storage import Connection
+from pipeline.ledger import LAST_CRAWL, RECRAWL
+from pipeline.storage import Connection, transaction
 from pipeline.wiki import Article, Wiki, strip_namespace
 
 log = logging.getLogger(__name__)
 
-RECRAWL = "recrawl"  # crawl_state key: the re-crawl in progress
 FILE_NS = 6
+Stage = Literal["feed", "shared", "walk", "done"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a re-crawl is: the state machine feed -> shared -> done, or walk -> done.
+
+    Stored as JSON in `crawl_state` after every step, so a killed re-crawl resumes here.
+    """
+
+    since: str  # changes from this time (wiki time, `timestamps.FORMAT`)...
+    until: str  # ...to this one
+    stage: Stage = "feed"
+    cont: dict | None = None  # the API's continuation within the stage's current feed
+    done: bool = False
+    repos_done: tuple[str, ...] = ()  # shared stage: "repo" and "repo:logtype" finished
+    feed_key: str | None = None  # shared stage: the "repo:logtype" that `cont` belongs to
+    walk_started: str | None = None  # walk stage: pages not seen since then are gone
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "repos_done": list(self.repos_done)}
+
+    @classmethod
+    def from_json(cls, value: object) -> Checkpoint | None:
+        """The checkpoint stored as `value`; None for anything that is not one."""
+        if not isinstance(value, dict) or not {"since", "until", "stage"} <= value.keys():
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in value.items() if k in known}
+        fields["repos_done"] = tuple(fields.get("repos_done") or ())
+        return cls(**fields)
+
+    def advance(self, **changes: object) -> Checkpoint:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -57,44 +92,44 @@ class Report:
 
 
 class Recrawler:
-    """Updates the ledger at `conn` from `wiki`'s changes since the last crawl."""
+    """Updates the ledger at `conn` from `wiki`'s changes since the last crawl; a shared file
+    repository's log is read through `shared_wiki(api_url)`."""
 
     def __init__(self, wiki: Wiki, conn: Connection, *, thumb_width: int,
-                 feed_max_age: dt.timedelta,
-                 shared_wiki: Callable[[str], Wiki] | None = None) -> None:
+                 feed_max_age: dt.timedelta, shared_wiki: Callable[[str], Wiki]) -> None:
         self.wiki = wiki
         self.conn = conn
         self.thumb_width = thumb_width
         self.feed_max_age = feed_max_age  # how far back the wiki's change feed reaches
-        self._shared_wiki = shared_wiki or (lambda api_url: Wiki(api_url, "wikihash"))
+        self._shared_wiki = shared_wiki
         self.report = Report()
 
     # -- driving ---------------------------------------------------------------------------
 
     def run(self, *, since: str | None = None, dry_run: bool = False) -> Report:
         """Apply every change since `since` (default: the last completed crawl)."""
-        with self.conn:
-            state = ledger.get_state(self.conn, RECRAWL)
-            if dry_run or since or not isinstance(state, dict) or state.get("done"):
+        with transaction(self.conn):
+            state = Checkpoint.from_json(ledger.get_state(self.conn, RECRAWL))
+            if dry_run or since or state is None or state.done:
                 state = self._new_state(since)
-        self.report.since, self.report.until = state["since"], state["until"]
+        self.report.since, self.report.until = state.since, state.until
         try:
-            if state["stage"] == "feed":
+            if state.stage == "feed":
                 state = self._feed(state, dry_run)
-            if state["stage"] == "shared":
+            if state.stage == "shared":
                 state = self._shared(state, dry_run)
-            if state["stage"] == "walk":
+            if state.stage == "walk":
                 state = self._walk(state, dry_run)
             if not dry_run:
-                with self.conn:
-                    ledger.set_state(self.conn, LAST_CRAWL, state["until"])
-                    ledger.set_state(self.conn, RECRAWL, {**state, "done": True})
+                with transaction(self.conn):
+                    ledger.set_state(self.conn, LAST_CRAWL, state.until)
+                    ledger.set_state(self.conn, RECRAWL, state.advance(done=True).to_json())
         finally:
             if dry_run:
                 self.conn.rollback()
         return self.report
 
-    def _new_state(self, since: str | None) -> dict:
+    def _new_state(self, since: str | None) -> Checkpoint:
         if since is None:
             since = ledger.get_state(self.conn, LAST_CRAWL)
         if not since:
@@ -102,47 +137,44 @@ class Recrawler:
                                 "or give --since")
         info = self.wiki.siteinfo()
         wikiowner.check(self.conn, info, self.wiki.api_url)
-        until = info.get("time") or _now()
-        stage = "feed"
-        if _parse(until) - _parse(since) > self.feed_max_age:
+        until = info.get("time") or timestamps.now()
+        stage: Stage = "feed"
+        if timestamps.parse(until) - timestamps.parse(since) > self.feed_max_age:
             log.info("the last crawl (%s) is older than the change feed keeps", since)
             stage = "walk"
         else:
             oldest = self.wiki.oldest_change()
-            if oldest is not None and _parse(oldest) > _parse(since):
+            if oldest is not None and timestamps.parse(oldest) > timestamps.parse(since):
                 log.info("the change feed starts at %s, after %s: a gap", oldest, since)
                 stage = "walk"
         self.report.mode = "feed" if stage == "feed" else "walk"
-        return {"since": since, "until": until, "stage": stage, "cont": None, "done": False}
+        return Checkpoint(since=since, until=until, stage=stage)
 
-    def _checkpoint(self, state: dict, dry_run: bool) -> None:
+    def _step_done(self, state: Checkpoint, dry_run: bool) -> None:
+        """End a step: checkpoint and commit it, or under --dry-run keep it in the one open
+        transaction."""
         if not dry_run:
-            ledger.set_state(self.conn, RECRAWL, state)
-
-    def _commit(self, dry_run: bool) -> None:
-        """End a step: commit it, or under --dry-run keep it in the one open transaction."""
-        if not dry_run:
-            self.conn.commit()
+            with transaction(self.conn):
+                ledger.set_state(self.conn, RECRAWL, state.to_json())
 
     # -- stage: the wiki's own change feed -------------------------------------------------
 
-    def _feed(self, state: dict, dry_run: bool) -> dict:
-        for rows, cont in self.wiki.changes(state["since"], state["until"], state["cont"]):
+    def _feed(self, state: Checkpoint, dry_run: bool) -> Checkpoint:
+        for rows, cont in self.wiki.changes(state.since, state.until, state.cont):
             self.report.changes_read += len(rows)
             titles, ids, files = _affected(rows)
             self._apply_pages(titles, ids)
             self._apply_files(files)
-            state = {**state, "cont": cont} if cont else {**state, "stage": "shared",
-                                                          "cont": None}
-            self._checkpoint(state, dry_run)
-            self._commit(dry_run)
+            state = state.advance(cont=cont) if cont else state.advance(stage="shared",
+                                                                        cont=None)
+            self._step_done(state, dry_run)
         return state
 
     # -- stage: shared repositories --------------------------------------------------------
 
-    def _shared(self, state: dict, dry_run: bool) -> dict:
+    def _shared(self, state: Checkpoint, dry_run: bool) -> Checkpoint:
         repos = [r for r in self.wiki.file_repos() if not r.get("local") and r.get("apiurl")]
-        done = set(state.get("repos_done", []))
+        done = set(state.repos_done)
         for repo in repos:
             if repo["name"] in done:
                 continue
@@ -151,64 +183,47 @@ class Recrawler:
                 key = f"{repo['name']}:{letype}"
                 if key in done:
                     continue
-                start = state["cont"] if state.get("feed_key") == key else None
-                for rows, cont in shared.log_events(letype, state["since"], state["until"],
-                                                    start):
+                start = state.cont if state.feed_key == key else None
+                for rows, cont in shared.log_events(letype, state.since, state.until, start):
                     self.report.changes_read += len(rows)
                     titles = {strip_namespace(r["title"]) for r in rows
                               if r.get("ns") == FILE_NS and r.get("title")}
                     self._apply_files(titles, repo=repo["name"])
-                    state = {**state, "feed_key": key, "cont": cont}
-                    self._checkpoint(state, dry_run)
-                    self._commit(dry_run)
+                    state = state.advance(feed_key=key, cont=cont)
+                    self._step_done(state, dry_run)
                 done.add(key)
-                state = {**state, "repos_done": sorted(done), "feed_key": None, "cont": None}
+                state = state.advance(repos_done=tuple(sorted(done)), feed_key=None, cont=None)
             done.add(repo["name"])
-        return {**state, "stage": "done", "cont": None}
+        return state.advance(stage="done", cont=None)
 
     # -- stage: the fallback walk ----------------------------------------------------------
 
-    def _walk(self, state: dict, dry_run: bool) -> dict:
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT now()")
-            started = state.get("walk_started") or cur.fetchone()[0].isoformat()
-        state = {**state, "walk_started": started}
-        for articles, cont in self.wiki.walk_revisions(state["cont"]):
-            known = self._revisions([a.page_id for a in articles])
+    def _walk(self, state: Checkpoint, dry_run: bool) -> Checkpoint:
+        state = state.advance(walk_started=state.walk_started or ledger.database_now(self.conn))
+        for articles, cont in self.wiki.walk_revisions(state.cont):
+            known = ledger.page_revisions(self.conn, [a.page_id for a in articles])
             changed = [a.page_id for a in articles if known.get(a.page_id) != a.rev_id]
-            with self.conn.cursor() as cur:
-                cur.execute("UPDATE pages SET seen_at = now() WHERE page_id = ANY(%s)",
-                            ([a.page_id for a in articles],))
+            ledger.mark_pages_seen(self.conn, [a.page_id for a in articles])
             self._apply_pages(set(), set(changed))
-            state = {**state, "cont": cont}
-            self._checkpoint(state, dry_run)
-            self._commit(dry_run)
-        with self.conn.cursor() as cur:
-            cur.execute("DELETE FROM pages WHERE seen_at < %s RETURNING title", (started,))
-            self.report.pages_removed += [row[0] for row in cur.fetchall()]
-            # Files may have changed anywhere; without a feed, look at each one once.
-            cur.execute("SELECT title FROM files ORDER BY file_id")
-            titles = [row[0] for row in cur.fetchall()]
-        for i in range(0, len(titles), 500):
-            self._apply_files(titles[i:i + 500])
-        state = {**state, "stage": "done", "cont": None}
-        self._checkpoint(state, dry_run)
-        self._commit(dry_run)
+            state = state.advance(cont=cont)
+            self._step_done(state, dry_run)
+        self.report.pages_removed += ledger.delete_pages_unseen_since(self.conn,
+                                                                      state.walk_started)
+        # Files may have changed anywhere; without a feed, look at each one once.
+        for titles in ledger.file_titles(self.conn, batch=500):
+            self._apply_files(titles)
+        state = state.advance(stage="done", cont=None)
+        self._step_done(state, dry_run)
         return state
 
     # -- applying the current state --------------------------------------------------------
-
-    def _revisions(self, page_ids: list[int]) -> dict[int, int | None]:
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT page_id, rev_id FROM pages WHERE page_id = ANY(%s)", (page_ids,))
-            return dict(cur.fetchall())
 
     def _apply_pages(self, titles: set[str], page_ids: set[int]) -> None:
         if not titles and not page_ids:
             return
         lookup = self.wiki.pages(titles=sorted(titles), page_ids=sorted(page_ids))
         articles: list[Article] = lookup.articles
-        known = self._revisions([a.page_id for a in articles])
+        known = ledger.page_revisions(self.conn, [a.page_id for a in articles])
         for article in articles:
             if article.page_id not in known:
                 self.report.pages_added.append(article.title)
@@ -225,11 +240,7 @@ class Recrawler:
             keep=[a.page_id for a in articles])
 
     def _apply_files(self, titles: Iterable[str], *, repo: str | None = None) -> None:
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT title FROM files WHERE title = ANY(%s)"
-                        " AND (%s::text IS NULL OR repo = %s OR repo IS NULL)",
-                        (list(titles), repo, repo))
-            known = [row[0] for row in cur.fetchall()]
+        known = ledger.known_files(self.conn, titles, repo=repo)
         if not known:
             return
         # An API error is no news about the file: keep what the ledger has.
@@ -262,11 +273,3 @@ def _affected(rows: list[dict]) -> tuple[set[str], set[int], set[str]]:
     titles.discard("")
     files.discard("")
     return titles, ids, files
-
-
-def _parse(timestamp: str) -> dt.datetime:
-    return dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

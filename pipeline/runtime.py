@@ -1,6 +1,8 @@
 """Wiring: builds the producer from settings, with the Celery queue as its sink.
 
-Kept apart from `pipeline.producer` so that the producer stays free of Celery and Redis.
+Kept apart from `pipeline.producer` so that the producer stays free of Celery and Redis. Tasks
+are sent by name through an app built here from the settings (`pipeline.celeryapp`); the task
+code in `workers/` is never imported by the pipeline.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from collections.abc import Sequence
 import kombu.exceptions
 import redis
 
-from pipeline import config, storage
+from pipeline import celeryapp, config, storage
 from pipeline.ledger import Job
 from pipeline.producer import Producer
 from pipeline.recrawl import Recrawler
+from pipeline.storage import Connection
 from pipeline.wiki import Wiki
 
 # Fetch tasks waiting in Redis before the producer holds back. Kept short on purpose: a job is
@@ -36,12 +39,11 @@ def build_wiki(settings: config.Settings) -> Wiki:
 
 def build_producer(settings: config.Settings, database_url: str, *,
                    job_size: int = 100) -> Producer:
-    from workers.tasks import fetch_batch
-
+    app = celeryapp.create_app(settings)
     broker = redis.Redis.from_url(settings.broker_url)
 
     def send(jobs: Sequence[Job]) -> None:
-        fetch_batch.apply_async(args=[[job.to_message() for job in jobs]])
+        celeryapp.send_fetch(app, [job.to_message() for job in jobs])
 
     def queue_room() -> int:
         return MAX_QUEUED_JOBS - int(broker.llen("fetch"))
@@ -53,10 +55,10 @@ def build_producer(settings: config.Settings, database_url: str, *,
     )
 
 
-def build_recrawler(settings: config.Settings, producer: Producer) -> Recrawler:
-    """A re-crawler sharing the producer's wiki and connection."""
+def build_recrawler(settings: config.Settings, wiki: Wiki, conn: Connection) -> Recrawler:
+    """A re-crawler of `wiki` into the ledger at `conn`."""
     return Recrawler(
-        producer.wiki, producer.conn, thumb_width=settings.thumb_width,
+        wiki, conn, thumb_width=settings.thumb_width,
         feed_max_age=dt.timedelta(days=settings.feed_max_age),
         shared_wiki=lambda api_url: Wiki(api_url, settings.user_agent, maxlag=settings.maxlag),
     )

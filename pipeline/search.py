@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote
 
-from pipeline import imaging, variants
+from pipeline import imaging, ledger, variants
 from pipeline.storage import Connection
 
 __all__ = [
@@ -135,7 +135,8 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
             else:
                 # One more than listed, to know whether the list was cut. `dhash # 0` is
                 # dhash itself, written so as to use the multi-index-hashing index
-                # (sql/002_dhash_mih.sql), faster than the BK-tree at every radius searched.
+                # (pipeline/migrations/002_dhash_mih.sql), faster than the BK-tree at every
+                # radius searched.
                 cur.execute("SELECT file_id, dhash <-> %s AS d FROM files"
                             " WHERE (dhash # 0) <@ (%s, %s) ORDER BY d LIMIT %s",
                             (probe.int64, probe.int64, max_distance, cap + 1))
@@ -205,21 +206,16 @@ def describe_count(found: int, nearest: int | None, max_distance: int) -> str:
 
 def stats(conn: Connection) -> dict:
     """What the index holds: articles, files by state, hashed files, and the wiki."""
+    counts = ledger.counts(conn)
+    states = {state: counts[state] for state in ledger.STATES}
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pages")
-        articles = cur.fetchone()[0]
-        cur.execute("SELECT state, count(*) FROM files GROUP BY state")
-        states = dict(cur.fetchall())
         cur.execute("SELECT count(*) FROM files WHERE low_information")
         low = cur.fetchone()[0]
-        cur.execute("SELECT key, value FROM wiki_info WHERE key IN ('sitename', 'server')")
-        info = dict(cur.fetchall())
-        cur.execute("SELECT value FROM crawl_state WHERE key = 'last_crawl'")
-        row = cur.fetchone()
-    return {"articles": articles, "files": sum(states.values()),
-            "hashed": states.get("hashed", 0), "low_information": low,
+    info = ledger.wiki_facts(conn)
+    return {"articles": counts["articles"], "files": counts["files"],
+            "hashed": counts["hashed"], "low_information": low,
             "states": states, "wiki": info.get("sitename"), "server": info.get("server"),
-            "last_crawl": row[0] if row else None}
+            "last_crawl": ledger.get_state(conn, ledger.LAST_CRAWL)}
 
 
 # Radii tried through the multi-index-hashing index before the BK-tree's nearest-first walk:

@@ -1,17 +1,21 @@
 """PostgreSQL access: connections, numbered migrations, and the status counts.
 
 The ledger's rows are written by `pipeline.ledger`; this module owns the schema.
-Migrations are the files `sql/NNN_name.sql`, applied in order, each in its own transaction,
-under an advisory lock so that two `wikihash db init` at once cannot race.
+Migrations are the files `pipeline/migrations/NNN_name.sql`, shipped in the package (a wheel
+carries them), applied in order, each in its own transaction, under an advisory lock so that
+two `wikihash db init` at once cannot race. The bktree extension they need is the server's
+(`sql/bktree`, installed with `make install`); where it is missing, `migrate` says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -20,11 +24,13 @@ from psycopg2 import sql
 
 from pipeline.errors import StorageError
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x77696B68  # "wikh": the advisory lock taken while migrating
 
 Connection = psycopg2.extensions.connection
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,12 +53,50 @@ def migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return found
 
 
+# PostgreSQL unreachable, restarting or shut down under us: waiting and reconnecting may cure it.
+# Anything else psycopg2 raises (a refused statement, bad data) will fail the same way again.
+_TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def storage_error(exc: psycopg2.Error, what: str = "") -> StorageError:
+    """The project's error for one of psycopg2's: the one place that mapping is made."""
+    message = f"{what}: {_first_line(exc)}" if what else _first_line(exc)
+    return StorageError(message, retryable=isinstance(exc, _TRANSIENT))
+
+
+@contextlib.contextmanager
+def map_errors(what: str = "") -> Iterator[None]:
+    """Turn psycopg2's errors raised in the body into `StorageError`."""
+    try:
+        yield
+    except psycopg2.Error as exc:
+        raise storage_error(exc, what) from exc
+
+
+def mapped(func: Callable[P, T]) -> Callable[P, T]:
+    """Decorate a function that talks to PostgreSQL so that it raises only `StorageError`."""
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with map_errors():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection) -> Iterator[Connection]:
+    """`conn` in a transaction: committed on success, rolled back on error; psycopg2's errors
+    (the commit's included) become `StorageError`."""
+    with map_errors(), conn:
+        yield conn
+
+
 def connect(url: str, **kwargs) -> Connection:
     """A psycopg2 connection to `url`; a failure becomes `StorageError`."""
     try:
         return psycopg2.connect(url, connect_timeout=10, **kwargs)
     except psycopg2.Error as exc:
-        raise StorageError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        raise storage_error(exc, "cannot connect to PostgreSQL") from exc
 
 
 @contextlib.contextmanager
@@ -60,10 +104,8 @@ def connection(url: str) -> Iterator[Connection]:
     """A connection that commits on success, rolls back on error, and closes."""
     conn = connect(url)
     try:
-        with conn:
+        with transaction(conn):
             yield conn
-    except psycopg2.Error as exc:
-        raise StorageError(_first_line(exc)) from exc
     finally:
         conn.close()
 
@@ -142,10 +184,14 @@ def migrate(url: str, *, create: bool = True, sql_dir: Path = SQL_DIR) -> list[M
                 )
                 applied.append(migration)
     except psycopg2.Error as exc:
-        hint = ""
-        if "bktree" in str(exc):
-            hint = " (is the bktree extension installed? make -C sql/bktree install)"
-        raise StorageError(f"migration failed: {_first_line(exc)}{hint}") from exc
+        if "bktree" in str(exc) and ("control file" in str(exc) or "not available" in str(exc)
+                                     or "does not exist" in str(exc)):
+            raise StorageError(
+                "the bktree extension is not installed on this PostgreSQL server: build and"
+                " install it from the source tree (make -C sql/bktree install, as the user"
+                " that owns PostgreSQL's directories), then run `wikihash db init` again;"
+                f" the server said: {_first_line(exc)}", retryable=False) from exc
+        raise StorageError(f"migration failed: {_first_line(exc)}") from exc
     finally:
         conn.close()
     return applied

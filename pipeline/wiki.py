@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import mwclient
@@ -69,7 +69,6 @@ class PageLookup:
 class CallStats:
     requests: int = 0
     waited: float = 0.0  # seconds spent honouring Retry-After and backoff
-    by_kind: dict[str, int] = field(default_factory=dict)
 
 
 def strip_namespace(title: str) -> str:
@@ -116,8 +115,6 @@ class Wiki:
         params = {k: v for k, v in params.items() if v is not None}
         params.setdefault("formatversion", "2")
         params["maxlag"] = str(self.maxlag)
-        kind = params.get("generator") or params.get("list") or params.get("prop") \
-            or params.get("meta") or action
         delay = 1.0
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -138,7 +135,6 @@ class Wiki:
                 self._sleep(wait)
                 continue
             else:
-                self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
                 return answer
             log.warning("API busy (attempt %d), waiting %.1f s", attempt, wait)
             self.stats.waited += wait
@@ -155,9 +151,7 @@ class Wiki:
             if status in (429, 503):
                 header = response.headers.get("Retry-After")
                 raise RateLimited(f"HTTP {status}", retry_after(header, 5.0)) from None
-            error = WikiError(f"HTTP {status} from the API")
-            error.retryable = status >= 500
-            raise error from None
+            raise WikiError(f"HTTP {status} from the API", retryable=status >= 500) from None
         except mwclient.errors.MaximumRetriesExceeded:
             # mwclient saw X-Database-Lag and would sleep itself; we own the waiting.
             raise RateLimited("maxlag", self._retry_after(5.0)) from None
@@ -177,9 +171,7 @@ class Wiki:
             if code in ("ratelimited", "readonly") or code.startswith("internal_api_error_DB"):
                 raise RateLimited(code, self._retry_after(5.0))
             # Not retried here: an error caused by one title is isolated by the caller.
-            api_error = ApiError(code, error.get("info", ""))
-            api_error.retryable = False
-            raise api_error
+            raise ApiError(code, error.get("info", ""), retryable=False)
         return answer
 
     # -- site facts ----------------------------------------------------------------------

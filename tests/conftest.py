@@ -80,3 +80,11 @@ def db_url(make_database: Callable[..., str]) -> str:
 def corpus() -> Path:
     """The image corpus shipped in tests/data (images/ and MANIFEST.tsv with their licences)."""
     return CORPUS
+
+
+@pytest.fixture(scope="session")
+def crawled(request: pytest.FixtureRequest):
+    """A small fake wiki crawled by real workers, once per session (tests/crawled.py)."""
+    from tests.crawled import crawl
+
+    return crawl(request)

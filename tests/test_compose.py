@@ -233,8 +233,9 @@ def check_commands(compose_path: Path) -> list[str]:
 
 
 def check_queues(compose_path: Path) -> list[str]:
-    """Every Celery queue of workers/app.py has a consumer among the compose file's workers."""
-    from workers.app import QUEUES
+    """Every Celery queue of pipeline/celeryapp.py has a consumer among the compose file's
+    workers."""
+    from pipeline.celeryapp import QUEUES
 
     consumed = set()
     for service in app_services(load_compose(compose_path)).values():

@@ -14,11 +14,11 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from test_search import Crawled, crawled  # noqa: F401 - the session crawl fixture
 
 from pipeline import export, imaging, search, storage
 from pipeline.cli import cli
 from tests.conftest import sql_rows
+from tests.crawled import Crawled
 
 pytestmark = pytest.mark.skipif(shutil.which("psql") is None or shutil.which("pg_restore") is None,
                                 reason="needs psql and pg_restore (postgresql-client)")

@@ -95,3 +95,37 @@ def test_crawl_state_round_trip(conn):
         ledger.set_state(conn, "walk", {"continue": {"gapcontinue": "C"}, "done": False})
         assert ledger.get_state(conn, "walk") == {"continue": {"gapcontinue": "C"},
                                                   "done": False}
+
+
+def test_a_nul_byte_in_a_reason_does_not_lose_the_batch(conn):
+    """Issue 18 item 8: a server's `Content-Type: text/\\x00html` in one failure reason made the
+    COPY of the whole batch fail, innocent results included."""
+    with conn:
+        ledger.insert_files(conn, [info("A.jpg", "a"), info("B.jpg", "b")])
+    with conn:
+        written = ledger.write_results(conn, [
+            Result("a", "failed", reason="download: not an image: Content-Type text/\x00html"),
+            Result("b", "hashed", dhash=42, low_information=False, hashed_from="thumb")])
+    assert written == 2
+    assert rows(conn, "SELECT title, state, reason FROM files ORDER BY title") == [
+        ("A.jpg", "failed", "download: not an image: Content-Type text/\ufffdhtml"),
+        ("B.jpg", "hashed", None)]
+
+
+def test_postgresql_errors_leave_the_ledger_as_storage_errors(conn):
+    """psycopg2's errors are mapped at the ledger: a dead connection may be retried, a refused
+    statement not."""
+    from pipeline.errors import StorageError
+
+    with conn:
+        ledger.insert_files(conn, [info("A.jpg", "a")])
+    with pytest.raises(StorageError) as refused:
+        # A hashed file without a hash: the schema's CHECK refuses it.
+        ledger.write_results(conn, [Result("a", "hashed")])
+    assert refused.value.retryable is False
+    assert "check constraint" in str(refused.value)
+    conn.rollback()
+    conn.close()
+    with pytest.raises(StorageError) as closed:
+        ledger.counts(conn)
+    assert closed.value.retryable is True

@@ -1,104 +1,22 @@
 """Search: a fake wiki crawled by real workers, searched with its own images and altered copies.
 
-`crawled` (session scope) is also used by test_web.py, test_export.py and e2e/test_browser.py:
-one crawl per test session, with the fake wiki kept serving so thumbnails and URLs stay live.
+`crawled` (session scope, tests/conftest.py) is shared with test_web.py, test_export.py and
+e2e/test_browser.py: one crawl per test session.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import uuid
-from dataclasses import dataclass, field
 
 import psycopg2
 import pytest
-import redis
 import requests
 from click.testing import CliRunner
-from fakewiki import FakeWiki, FakeWikiServer
 from PIL import Image, ImageOps
-from wikis import Truth, build_wiki
 
 from pipeline import imaging, search, storage, variants
 from pipeline.cli import cli
-from tests.conftest import REDIS_URL, admin_execute, database_url, sql_rows
-
-SEARCH_REDIS_DB = 11  # flushed by the session crawl; nothing else may live there
-
-
-@dataclass
-class Crawled:
-    db_url: str
-    wiki: FakeWiki
-    commons: FakeWiki
-    server: FakeWikiServer
-    shared: FakeWikiServer
-    truth: Truth
-    used: dict[str, set[str]] = field(default_factory=dict)  # hashed file -> articles using it
-
-    def data(self, name: str) -> bytes:
-        record, _ = self.wiki.find_file(name)
-        return record.current.data
-
-    def rows(self, query: str, args=()) -> list[tuple]:
-        return sql_rows(self.db_url, query, args)
-
-
-_SESSION: dict[str, Crawled] = {}
-
-
-
-@pytest.fixture(scope="session")
-def crawled(request) -> Crawled:
-    """A small fake wiki (the corpus and a few generated images) crawled with real workers."""
-    if "crawl" in _SESSION:
-        return _SESSION["crawl"]
-    name = f"wikihash_test_search_{uuid.uuid4().hex[:8]}"
-    url = database_url(name)
-    storage.migrate(url)
-    request.session.config.add_cleanup(
-        lambda: admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    wiki, commons, truth = build_wiki(articles=60, generated=10, big_article_images=0)
-    shared = FakeWikiServer(commons).start()
-    server = FakeWikiServer(wiki).start()
-    request.session.config.add_cleanup(shared.stop)
-    request.session.config.add_cleanup(server.stop)
-    broker = f"{REDIS_URL}/{SEARCH_REDIS_DB}"
-    redis.Redis.from_url(broker).flushdb()
-    env = dict(os.environ, WIKIHASH_DATABASE_URL=url, WIKIHASH_BROKER_URL=broker,
-               WIKIHASH_API_URL=server.api_url,
-               WIKIHASH_USER_AGENT="wikihash-test/0.1 (test@example.org)",
-               WIKIHASH_MAX_DOWNLOADS="4", WIKIHASH_MAX_MBITS="1000",
-               WIKIHASH_FETCH_TIMEOUT="10", WIKIHASH_REQUEUE_AFTER="20")
-    worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", "-c", "2",
-                               "--loglevel", "WARNING"], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        done = subprocess.run([sys.executable, "-m", "pipeline", "crawl"], env=env,
-                              capture_output=True, text=True, timeout=240)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-        redis.Redis.from_url(broker).flushdb()
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = Crawled(url, wiki, commons, server, shared, truth)
-    for page, file in result.rows("SELECT p.title, f.title FROM usages JOIN pages p USING"
-                                  " (page_id) JOIN files f USING (file_id)"
-                                  " WHERE f.state = 'hashed'"):
-        result.used.setdefault(file, set()).add(page)
-    _SESSION["crawl"] = result
-    return result
 
 
 def _png(image: Image.Image) -> bytes:

@@ -10,7 +10,7 @@ from tests.conftest import database_url, sql_rows
 
 def test_migrations_are_numbered_and_ordered():
     found = storage.migrations()
-    assert found, "no migrations in sql/"
+    assert found, "no migrations in pipeline/migrations/"
     assert [m.version for m in found] == sorted({m.version for m in found})
 
 

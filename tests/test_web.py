@@ -15,10 +15,10 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from test_search import Crawled, crawled  # noqa: F401 - the session crawl fixture
 
 from pipeline import safeurl, web
 from pipeline.errors import FetchError, FetchTimeout, ForbiddenURL, TooLarge
+from tests.crawled import Crawled
 
 with warnings.catch_warnings():
     # Starlette 1.x suggests httpx2 for its test client; httpx works and is what we install.

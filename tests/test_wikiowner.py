@@ -52,7 +52,8 @@ def test_another_wiki_is_refused_and_the_ledger_kept(db_url):
         conn = storage.connect(db_url)
         try:
             recrawler = Recrawler(Wiki(second.api_url, UA), conn, thumb_width=120,
-                                  feed_max_age=dt.timedelta(days=30))
+                                  feed_max_age=dt.timedelta(days=30),
+                                  shared_wiki=lambda url: Wiki(url, UA))
             with pytest.raises(WrongWiki):
                 recrawler.run()
         finally:

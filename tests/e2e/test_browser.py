@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_search import Crawled, crawled  # noqa: F401 - the session crawl fixture
+
+from tests.crawled import Crawled
 
 pytestmark = pytest.mark.slow
 
