@@ -1,7 +1,7 @@
 """Search benchmark: altered copies of a wiki's images, plain dhash against wikihash search.
 
 A wiki is built straight into a fresh PostgreSQL database (no HTTP, no workers, to save time):
-every image of the shared corpus plus `--generated` pictures from `tests/wikis.py`, each used by
+every image of tests/data/images plus `--generated` pictures from `tests/wikis.py`, each used by
 one to three articles. The stored hash is what the crawler stores: the canonical hash
 (`imaging.hash_bytes`) of a thumbnail `WIKIHASH_THUMB_WIDTH` px wide made with Pillow's LANCZOS
 (PNG; JPEG originals as JPEG q80; SVGs rendered by cairosvg at that width; an image no wider is
