@@ -18,14 +18,53 @@ from pipeline.errors import ForbiddenURL, ImageRejected, WikihashError
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
+class WikihashGroup(click.Group):
+    """The CLI's one error edge: a project error (`WikihashError`) raised by any command,
+    its settings or its database check is printed as one `Error:` line with status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except WikihashError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class ResultCount(click.Option):
+    """An option counting results, bounded by `pipeline.search.MAX_RESULTS` (the bound the web
+    API uses too), read when needed: importing pipeline.search costs 0.2 s of start-up. `{most}`
+    in its help is the bound."""
+
+    def get_help_record(self, ctx: click.Context):
+        from pipeline.search import MAX_RESULTS
+
+        template = self.help
+        self.help = (template or "").replace("{most}", str(MAX_RESULTS))
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = template
+
+    def process_value(self, ctx: click.Context, value):
+        value = super().process_value(ctx, value)
+        if isinstance(value, int):
+            from pipeline.search import MAX_RESULTS
+
+            if value > MAX_RESULTS:
+                raise click.BadParameter(f"{value} is more than {MAX_RESULTS}, the most results"
+                                         " one search lists", ctx=ctx, param=self)
+        return value
+
+
+def json_option(help: str = "Print one JSON object."):
+    """--json, the machine-readable output of a command, as `as_json`."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
 def _settings(ctx: click.Context) -> config.Settings:
     """The settings, loaded once per invocation; a bad value is a one-line error."""
     obj = ctx.ensure_object(dict)
     if "settings" not in obj:
-        try:
-            obj["settings"] = config.load()
-        except WikihashError as exc:
-            raise click.ClickException(str(exc)) from None
+        obj["settings"] = config.load()
     return obj["settings"]
 
 
@@ -43,14 +82,11 @@ def _database_url(ctx: click.Context, given: str | None, *, prepared: bool = Fal
     if prepared:
         from pipeline import storage
 
-        try:
-            storage.require_prepared(url)
-        except WikihashError as exc:
-            raise click.ClickException(str(exc)) from None
+        storage.require_prepared(url)
     return url
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=WikihashGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="wikihash")
 @click.option("--env-file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Read settings from this KEY=value file (also: WIKIHASH_ENV_FILE); "
@@ -100,12 +136,9 @@ def db_init(ctx: click.Context, database_url: str | None, create: bool) -> None:
     from pipeline import storage
 
     url = _database_url(ctx, database_url)
-    try:
-        applied = storage.migrate(url, create=create)
-        with storage.connection(url) as conn:
-            version = storage.schema_version(conn)
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+    applied = storage.migrate(url, create=create)
+    with storage.connection(url) as conn:
+        version = storage.schema_version(conn)
     for migration in applied:
         click.echo(f"applied {migration.name}")
     click.echo(f"schema version {version}" + ("" if applied else " (up to date)"))
@@ -113,7 +146,7 @@ def db_init(ctx: click.Context, database_url: str | None, create: bool) -> None:
 
 @cli.command(name="hash")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("One JSON object per line.")
 def hash_command(files: tuple[Path, ...], as_json: bool) -> None:
     """Print the canonical dhash of each FILE: hex, signed 64-bit integer, what was done.
 
@@ -205,31 +238,28 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
     if replace and not from_dumps:
         raise click.UsageError("--replace goes with --from-dumps")
     settings = _settings(ctx)
+    producer = build_producer(settings, _database_url(ctx, database_url, prepared=True),
+                              job_size=job_size)
+    _on_sigterm(producer.request_stop)
+    ctx.with_resource(ownworkers.running(workers if wait else 0))  # stopped at the end
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True),
-                                  job_size=job_size)
-        _on_sigterm(producer.request_stop)
-        ctx.with_resource(ownworkers.running(workers if wait else 0))  # stopped at the end
-        try:
-            if from_dumps:
-                _crawl_from_dumps(settings, producer, from_dumps, replace)
-                if wait:
-                    _drain(producer)
-                return
-            done = producer.walk(limit=limit, restart=restart)
-            stats = producer.stats
-            api = producer.wiki.stats
-            click.echo(f"walked {stats.articles} articles, {stats.new_files} new files, "
-                       f"{api.requests} API requests, waited {api.waited:.1f} s for the API"
-                       + ("; the walk is complete" if done else ""))
-            if wait and not producer.stopping:
+        if from_dumps:
+            _crawl_from_dumps(settings, producer, from_dumps, replace)
+            if wait:
                 _drain(producer)
-            if producer.stopping:
-                click.echo("stopped at a checkpoint; `wikihash crawl` resumes from it")
-        finally:
-            producer.close()
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+            return
+        done = producer.walk(limit=limit, restart=restart)
+        stats = producer.stats
+        api = producer.wiki.stats
+        click.echo(f"walked {stats.articles} articles, {stats.new_files} new files, "
+                   f"{api.requests} API requests, waited {api.waited:.1f} s for the API"
+                   + ("; the walk is complete" if done else ""))
+        if wait and not producer.stopping:
+            _drain(producer)
+        if producer.stopping:
+            click.echo("stopped at a checkpoint; `wikihash crawl` resumes from it")
+    finally:
+        producer.close()
 
 
 @cli.command()
@@ -319,6 +349,7 @@ def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry
         wikihash --env-file /etc/wikihash.env recrawl --workers 2    # from cron
     """
     from pipeline import ownworkers
+    from pipeline import recrawl as recrawling
 
     ctx.with_resource(ownworkers.running(0 if dry_run or not wait else workers))
     if every is None:
@@ -328,7 +359,9 @@ def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry
     # progress stops waiting for its hashes; the re-crawl resumes where it stopped).
     stopping = threading.Event()
     _on_sigterm(stopping.set)
-    if since is None and not _wait_for_first_crawl(_database_url(ctx, database_url), stopping):
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    url = _database_url(ctx, database_url)
+    if since is None and not recrawling.wait_for_first_crawl(url, stopping, say):
         return
     while not stopping.is_set():
         _recrawl_once(ctx, database_url, since, dry_run, wait, stopping)
@@ -349,59 +382,31 @@ def _on_sigterm(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _wait_for_first_crawl(url: str, stopping: threading.Event, poll: float = 10.0) -> bool:
-    """Wait until a first crawl has completed its walk, saying so every minute; False if
-    `stopping` is set first."""
-    import time
-
-    from pipeline import ledger, storage
-    from pipeline.producer import LAST_CRAWL, WALK
-
-    said: float | None = None
-    while not stopping.is_set():
-        try:
-            with storage.connection(url) as conn:
-                if ledger.get_state(conn, LAST_CRAWL):
-                    return True
-                why = "walk " + ("in progress" if ledger.get_state(conn, WALK) else "not started")
-        except WikihashError as exc:
-            why = str(exc)
-        if said is None or time.monotonic() - said >= 60:
-            click.echo(f"waiting for the first crawl to complete before re-crawling ({why})",
-                       err=True)
-            said = time.monotonic()
-        stopping.wait(poll)
-    return False
-
-
 def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | None,
                   dry_run: bool, wait: bool, stopping: threading.Event | None = None) -> None:
     from pipeline.runtime import build_producer, build_recrawler
 
     settings = _settings(ctx)
+    producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
+    if stopping is not None:
+        _on_sigterm(lambda: (stopping.set(), producer.request_stop()))
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
-        if stopping is not None:
-            _on_sigterm(lambda: (stopping.set(), producer.request_stop()))
-        try:
-            recrawler = build_recrawler(settings, producer.wiki, producer.conn)
-            report = recrawler.run(since=since, dry_run=dry_run)
-            click.echo(("would apply " if dry_run else "applied ") + report.summary())
-            if dry_run:
-                for label, titles in (("article added", report.pages_added),
-                                      ("article changed", report.pages_updated),
-                                      ("article removed", report.pages_removed),
-                                      ("file changed", report.files_changed)):
-                    for title in titles:
-                        click.echo(f"  {label}: {title}")
-                return
-            producer.dispatch()
-            if wait:
-                _drain(producer)
-        finally:
-            producer.close()
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+        recrawler = build_recrawler(settings, producer.wiki, producer.conn)
+        report = recrawler.run(since=since, dry_run=dry_run)
+        click.echo(("would apply " if dry_run else "applied ") + report.summary())
+        if dry_run:
+            for label, titles in (("article added", report.pages_added),
+                                  ("article changed", report.pages_updated),
+                                  ("article removed", report.pages_removed),
+                                  ("file changed", report.files_changed)):
+                for title in titles:
+                    click.echo(f"  {label}: {title}")
+            return
+        producer.dispatch()
+        if wait:
+            _drain(producer)
+    finally:
+        producer.close()
 
 
 class DumpsRefused(click.ClickException):
@@ -471,7 +476,7 @@ def _status_line(counts: dict) -> str:
 @click.option("--watch", is_flag=True,
               help="Follow the crawl until it is complete: one line redrawn on a terminal, "
                    "a line per meaningful change elsewhere.")
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@json_option("Print the counts as JSON.")
 @click.pass_context
 def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: bool) -> None:
     """Crawl progress: articles walked, files by state; with --watch, rate and ETA of this crawl.
@@ -487,14 +492,11 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
     url = _database_url(ctx, database_url, prepared=True)
 
     def read() -> dict:
-        try:
-            with storage.connection(url) as conn:
-                counts = ledger.counts(conn)
-                counts["walk"] = ledger.get_state(conn, "walk")
-                counts["last_crawl"] = ledger.get_state(conn, "last_crawl")
-                return counts
-        except WikihashError as exc:
-            raise click.ClickException(str(exc)) from None
+        with storage.connection(url) as conn:
+            counts = ledger.counts(conn)
+            counts["walk"] = ledger.get_state(conn, "walk")
+            counts["last_crawl"] = ledger.get_state(conn, "last_crawl")
+            return counts
 
     if not watch:
         counts = read()
@@ -528,7 +530,7 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
 @click.option("--state", type=click.Choice(["failed", "missing", "unsupported", "pending"]),
               default="failed", show_default=True, help="Which files to list.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option()
 @click.pass_context
 def files(ctx: click.Context, database_url: str | None, state: str, limit: int,
           as_json: bool) -> None:
@@ -542,11 +544,8 @@ def files(ctx: click.Context, database_url: str | None, state: str, limit: int,
     from pipeline import retry, storage
 
     url = _database_url(ctx, database_url, prepared=True)
-    try:
-        with storage.connection(url) as conn:
-            total, rows = retry.listing(conn, state, limit=limit)
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+    with storage.connection(url) as conn:
+        total, rows = retry.listing(conn, state, limit=limit)
     if as_json:
         click.echo(json.dumps({"state": state, "total": total, "files": rows}))
         return
@@ -581,44 +580,24 @@ def retry_command(ctx: click.Context, database_url: str | None, failed: bool, wa
     from pipeline.runtime import build_producer
 
     settings = _settings(ctx)
+    producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
+    ctx.with_resource(ownworkers.running(workers if wait else 0))
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
-        ctx.with_resource(ownworkers.running(workers if wait else 0))
-        try:
-            with producer.conn:
-                reset, unresolved = retry.reset_failed(producer.conn)
-                infos = producer.wiki.file_info(unresolved, settings.thumb_width) \
-                    if unresolved else []
-                ledger.refresh_files(producer.conn, infos)
-            click.echo(f"{reset + len(unresolved)} failed files to try again "
-                       f"({len(unresolved)} looked up on the wiki again)")
-            producer.dispatch()
-            if wait:
-                _drain(producer)
-        finally:
-            producer.close()
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+        with producer.conn:
+            reset, unresolved = retry.reset_failed(producer.conn)
+            infos = producer.wiki.file_info(unresolved, settings.thumb_width) \
+                if unresolved else []
+            ledger.refresh_files(producer.conn, infos)
+        click.echo(f"{reset + len(unresolved)} failed files to try again "
+                   f"({len(unresolved)} looked up on the wiki again)")
+        producer.dispatch()
+        if wait:
+            _drain(producer)
+    finally:
+        producer.close()
 
 
 # -- search, serve, export (issue 7) ------------------------------------------------------------
-
-
-def _query_bytes(settings: config.Settings, image: str, allow_hosts: tuple[str, ...]) -> bytes:
-    """The bytes of IMAGE: a local file, or an http(s) URL fetched within the crawl's limits."""
-    if image.startswith(("http://", "https://")):
-        from pipeline import safeurl
-
-        fetched = safeurl.fetch(image, max_bytes=settings.max_bytes,
-                                timeout=settings.fetch_timeout,
-                                allow_hosts=safeurl.normalise_allow(allow_hosts))
-        return fetched.data
-    from pipeline import localfile
-
-    try:
-        return localfile.read_bounded(image, settings.max_bytes)
-    except WikihashError as exc:
-        raise click.ClickException(f"{image}: {exc}") from None
 
 
 allow_host_option = click.option(
@@ -632,11 +611,12 @@ allow_host_option = click.option(
 @click.option("--max-distance", type=click.IntRange(0, 16), default=None,
               help="Largest Hamming distance in bits, at most 16 (search.MAX_USEFUL_DISTANCE)"
               " [default: 8, measured in docs/search.md].")
-@click.option("--nearest", type=click.IntRange(1, 1000), metavar="K",
-              help="List the K nearest files instead of those within --max-distance.")
+@click.option("--nearest", cls=ResultCount, type=click.IntRange(min=1), metavar="K",
+              help="List the K (1..{most}) nearest files instead of those within "
+                   "--max-distance.")
 @click.option("--plain", is_flag=True, help="Probe the canonical hash only (no query variants).")
 @allow_host_option
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@json_option("Print the result as one JSON object.")
 @click.pass_context
 def search(ctx: click.Context, image: str, database_url: str | None, max_distance: int | None,
            nearest: int | None, plain: bool, allow_hosts: tuple[str, ...],
@@ -651,29 +631,27 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
         wikihash search photo.jpg
         wikihash search https://example.org/picture.png --nearest 5 --json
     """
+    from pipeline import safeurl, sandbox, storage
     from pipeline import search as searching
-    from pipeline import storage
 
     settings = _settings(ctx)
     distance = searching.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
-    from pipeline import sandbox
 
     try:
-        data = _query_bytes(settings, image, allow_hosts)
+        data = searching.query_bytes(image, max_bytes=settings.max_bytes,
+                                     timeout=settings.fetch_timeout,
+                                     allow_hosts=safeurl.normalise_allow(allow_hosts))
     except ForbiddenURL as exc:
         hint = ""
         if "address" in str(exc):
             host = urlsplit(image).netloc.rsplit("@", 1)[-1]
             hint = f"; to search a server of your own there, add --allow-host {host}"
         raise click.ClickException(f"{exc}{hint}") from None
-    try:
-        canonical, probes = sandbox.query_variants(
-            data, ("original",) if plain else searching.variants.DEFAULT_VARIANTS)
-        with storage.connection(_database_url(ctx, database_url, prepared=True)) as conn:
-            result = searching.search_hashes(conn, canonical.int64, probes,
-                                             max_distance=distance, nearest=nearest)
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+    canonical, probes = sandbox.query_variants(
+        data, ("original",) if plain else searching.variants.DEFAULT_VARIANTS)
+    with storage.connection(_database_url(ctx, database_url, prepared=True)) as conn:
+        result = searching.search_hashes(conn, canonical.int64, probes,
+                                         max_distance=distance, nearest=nearest)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
@@ -690,17 +668,6 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
             click.echo(f"       {article.title}  {article.url}")
         if not match.articles:
             click.echo("       (no article uses it)")
-
-
-def _is_loopback(address: str) -> bool:
-    import ipaddress
-
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 @cli.command()
@@ -726,7 +693,7 @@ def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
     from pipeline import safeurl, web
 
     settings = _settings(ctx)
-    if not _is_loopback(address) and not config.credentials_ok(settings.serve_auth):
+    if not web.is_loopback(address) and not config.credentials_ok(settings.serve_auth):
         raise click.ClickException(
             f"{address} is reachable beyond this machine: set WIKIHASH_SERVE_AUTH=user:password")
     app = web.create_app(web.WebSettings(
@@ -754,10 +721,7 @@ def export(ctx: click.Context, database_url: str | None, out: Path) -> None:
     """
     from pipeline import export as exporting
 
-    try:
-        result = exporting.export(_database_url(ctx, database_url), out,
-                                  progress=lambda line: click.echo(line, err=True))
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+    result = exporting.export(_database_url(ctx, database_url), out,
+                              progress=lambda line: click.echo(line, err=True))
     for name, size in result.files.items():
         click.echo(f"{out / name}  {size:,} bytes")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -273,3 +274,28 @@ def _affected(rows: list[dict]) -> tuple[set[str], set[int], set[str]]:
     titles.discard("")
     files.discard("")
     return titles, ids, files
+
+
+def wait_for_first_crawl(url: str, stopping: threading.Event, say: Callable[[str], None],
+                         poll: float = 10.0) -> bool:
+    """Wait until a first crawl has completed its walk, saying so (through `say`) every
+    minute; False if `stopping` is set first."""
+    import time
+
+    from pipeline import storage
+    from pipeline.ledger import WALK
+
+    said: float | None = None
+    while not stopping.is_set():
+        try:
+            with storage.connection(url) as conn:
+                if ledger.get_state(conn, LAST_CRAWL):
+                    return True
+                why = "walk " + ("in progress" if ledger.get_state(conn, WALK) else "not started")
+        except WikihashError as exc:
+            why = str(exc)
+        if said is None or time.monotonic() - said >= 60:
+            say(f"waiting for the first crawl to complete before re-crawling ({why})")
+            said = time.monotonic()
+        stopping.wait(poll)
+    return False

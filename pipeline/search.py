@@ -40,7 +40,9 @@ DEFAULT_MAX_DISTANCE = 8
 # probe at 1M files, every one of them wrong, and each probe costs far more past it (~330 ms at
 # 32 bits). Recall stops growing at 10-12 bits (docs/search.md).
 MAX_USEFUL_DISTANCE = 16
-MAX_RESULTS = 200  # files listed for one query at most; more is noise, not an answer
+# Files listed for one query at most; more is noise, not an answer. The one bound on results:
+# `wikihash search --nearest` and the web API's `nearest` accept 1..MAX_RESULTS.
+MAX_RESULTS = 200
 LOW_INFORMATION_CAP = 20  # files listed for a low-information query
 
 
@@ -126,8 +128,8 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
     """Search for the hash `int64` (and `probes`, its variants); nearest K when `nearest`."""
     if max_distance < 0 or max_distance > MAX_USEFUL_DISTANCE:
         raise ValueError(f"max_distance must be within 0..{MAX_USEFUL_DISTANCE}")
-    if nearest is not None and nearest < 1:
-        raise ValueError("nearest must be at least 1")
+    if nearest is not None and not 1 <= nearest <= MAX_RESULTS:
+        raise ValueError(f"nearest must be within 1..{MAX_RESULTS}")
     probes = probes or [variants.Variant("original", int64)]
     # A variant with almost no information (the trimmed middle of a flag...) floods the list
     # as the query itself would: the note and the cap consider every hash probed.
@@ -245,3 +247,21 @@ def _nearest(cur, int64: int, k: int) -> list[tuple[int, int]]:
     cur.execute("SELECT file_id, dhash <-> %s FROM bktree_nearest(NULL::files, 'dhash', %s, %s)",
                 (int64, int64, k))
     return cur.fetchall()
+
+
+def query_bytes(source: str, *, max_bytes: int, timeout: float,
+                allow_hosts: frozenset[str] = frozenset()) -> bytes:
+    """The bytes of a query image: a local file, or an http(s) URL fetched within the crawl's
+    limits (`pipeline.safeurl`). A local file's error names the file."""
+    if source.startswith(("http://", "https://")):
+        from pipeline import safeurl
+
+        return safeurl.fetch(source, max_bytes=max_bytes, timeout=timeout,
+                             allow_hosts=allow_hosts).data
+    from pipeline import localfile
+    from pipeline.errors import WikihashError
+
+    try:
+        return localfile.read_bounded(source, max_bytes)
+    except WikihashError as exc:
+        raise type(exc)(f"{source}: {exc}") from None

@@ -69,6 +69,18 @@ BODY_IDLE = 10.0  # seconds without a byte of body before the request is dropped
 BODY_TIMEOUT = 60.0  # seconds for a whole body
 RETRY_AFTER = 2  # seconds, sent with every 503
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback(address: str) -> bool:
+    """Whether listening on `address` stays on this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 # The page loads its own script and style only; thumbnails come from the wiki's servers.
 SECURITY_HEADERS = (
     (b"content-security-policy", b"default-src 'self'; img-src 'self' https: http: data: blob:;"
@@ -384,8 +396,9 @@ def create_app(settings: WebSettings) -> Starlette:
         except ValueError:
             return _error("max_distance and nearest must be integers", 400)
         top = search.MAX_USEFUL_DISTANCE
-        if not 0 <= max_distance <= top or (nearest is not None and not 1 <= nearest <= 100):
-            return _error(f"max_distance must be 0..{top} and nearest 1..100", 400)
+        most = search.MAX_RESULTS
+        if not 0 <= max_distance <= top or (nearest is not None and not 1 <= nearest <= most):
+            return _error(f"max_distance must be 0..{top} and nearest 1..{most}", 400)
         url = fields.get("url", "")
         if upload:
             data, source = upload, "upload"
