@@ -429,6 +429,8 @@ def create_app(settings: WebSettings) -> Starlette:
         Route("/", page),
         Route("/api/search", api_search, methods=["POST"]),
         Route("/api/stats", api_stats),
+        Route("/favicon.ico", lambda request: FileResponse(STATIC / "favicon.svg",
+                                                           media_type="image/svg+xml")),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(
