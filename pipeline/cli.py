@@ -409,6 +409,54 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
         producer.close()
 
 
+@cli.command()
+@database_option
+@click.option("--width", type=click.Choice([str(w) for w in config.STANDARD_WIDTHS]),
+              required=True, help="The stored thumbnail width to re-hash at.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many files.")
+@click.pass_context
+def rehash(ctx: click.Context, database_url: str | None, width: str, limit: int | None) -> None:
+    """Re-hash the ledger's files from thumbnails WIDTH px wide, as politely as a crawl.
+
+    Each file keeps its old hash until its new one is committed (and if the new download
+    fails). Resumes where it stopped; run it again to retry the files it kept.
+
+    \b
+    Example:
+        wikihash rehash --width 250
+    """
+    import functools
+
+    import redis
+
+    from pipeline import fetch, politeness, storage
+    from pipeline import rehash as rehashing
+    from pipeline.runtime import build_wiki
+
+    settings = _settings(ctx)
+    client = redis.Redis.from_url(settings.broker_url)
+    get = functools.partial(
+        fetch.download, fetch.new_session(settings.user_agent),
+        max_bytes=settings.max_bytes, timeout=settings.fetch_timeout,
+        slots=politeness.DownloadSlots(client, settings.max_downloads),
+        bandwidth=politeness.Bandwidth(client, settings.max_mbits * 1_000_000 / 8))
+
+    def download(info) -> tuple[bytes, str]:
+        hosts = {fetch.host_of(u) for u in (info.url, info.thumb_url) if u}
+        if info.thumb_url:
+            return get(info.thumb_url, allowed_hosts=hosts).data, "thumb"
+        return get(info.url, allowed_hosts=hosts).data, "original"
+
+    conn = storage.connect(_database_url(ctx, database_url))
+    try:
+        report = rehashing.rehash(conn, build_wiki(settings), int(width), download,
+                                  limit=limit)
+    finally:
+        conn.close()
+    click.echo(f"re-hashed {report.rehashed} files at {width} px; kept the old hash of"
+               f" {report.kept}; {report.left} left")
+
+
 class DumpsRefused(click.ClickException):
     """Bad dump input or a ledger that holds another crawl: trying again will not help."""
 

@@ -88,7 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
             "https://en.wikipedia.org/w/api.php", "the wiki's api.php"),
     Setting("user_agent", "WIKIHASH_USER_AGENT", _text, DEFAULT_USER_AGENT,
             "User-Agent: name/version (contact); a contact is required for Wikimedia wikis"),
-    Setting("thumb_width", "WIKIHASH_THUMB_WIDTH", _thumb_width, "120",
+    Setting("thumb_width", "WIKIHASH_THUMB_WIDTH", _thumb_width, "250",
             "thumbnail width in px to hash (a standard width; see docs/benchmarks.md)"),
     Setting("max_downloads", "WIKIHASH_MAX_DOWNLOADS", _positive_int, "2",
             "image downloads in flight at once, across all workers"),

@@ -63,6 +63,7 @@ class Match:
     thumb_url: str | None
     file_url: str | None  # the file's page on the wiki
     articles: list[Article] = field(default_factory=list)
+    hashed_width: int | None = None  # px of the picture the stored hash was made from
 
 
 @dataclass
@@ -178,8 +179,8 @@ def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> li
     server, articlepath = wiki_urls(conn)
     ids = [file_id for file_id, _ in ranked]
     with conn.cursor() as cur:
-        cur.execute("SELECT f.file_id, f.title, f.dhash, f.low_information, f.thumb_url, p.title"
-                    " FROM files f LEFT JOIN usages u ON u.file_id = f.file_id"
+        cur.execute("SELECT f.file_id, f.title, f.dhash, f.low_information, f.thumb_url, p.title,"
+                    " f.hashed_width FROM files f LEFT JOIN usages u ON u.file_id = f.file_id"
                     " LEFT JOIN pages p ON p.page_id = u.page_id"
                     " WHERE f.file_id = ANY(%s) ORDER BY p.title", (ids,))
         rows = cur.fetchall()
@@ -187,9 +188,10 @@ def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> li
     for file_id, (distance, variant) in ranked:
         matches[file_id] = Match(file_id=file_id, title="", distance=distance, variant=variant,
                                  hash="", low_information=False, thumb_url=None, file_url=None)
-    for file_id, title, dhash, low, thumb_url, page in rows:
+    for file_id, title, dhash, low, thumb_url, page, hashed_width in rows:
         match = matches[file_id]
         match.title = title
+        match.hashed_width = hashed_width
         match.hash = imaging.int64_to_hex(dhash)
         match.low_information = bool(low)
         match.thumb_url = thumb_url

@@ -42,7 +42,7 @@ from psycopg2.extras import execute_values
 from pipeline import config, imaging, search, storage, variants  # noqa: E402
 from tests.fakewiki.media import generated_image  # noqa: E402
 
-CORPUS = ROOT / "tests" / "data" / "images"
+CORPUS = ROOT / "tests" / "data" / "images"  # the images the tests ship, with their licences
 ALTERATIONS = ("half-size", "jpeg-q70", "watermark", "bright+15%", "mirrored", "border-5%",
                "crop-5%")
 TARGETS = {"half-size": 95, "jpeg-q70": 95, "watermark": 95, "bright+15%": 95,
