@@ -147,3 +147,22 @@ def test_cli_duplicates(db_url):
     out = runner.invoke(cli, ["duplicates", "--database-url",
                               "postgresql://postgres@127.0.0.1:5432/no_such_db_wikihash"])
     assert out.exit_code == 1 and out.output.startswith("Error:")
+
+
+def test_api_duplicates(db_url):
+    from starlette.testclient import TestClient
+
+    from pipeline import web
+
+    ids = _load(db_url, _hashes(random.Random(5)))
+    app = web.create_app(web.WebSettings(database_url=db_url,
+                                         served_names=frozenset({"testserver"})))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        got = client.get("/api/duplicates", params={"max_distance": 3, "limit": 5})
+        assert got.status_code == 200, got.text
+        body = got.json()
+        want = _brute(ids, 3, 2)[:5]
+        assert [[f["file_id"] for f in c["files"]] for c in body["clusters"]] == want
+        bad = client.get("/api/duplicates", params={"max_distance": 9})
+        assert bad.status_code == 400 and "max_distance" in bad.json()["error"]
+        assert client.get("/api/duplicates?limit=x").status_code == 400
