@@ -8,11 +8,12 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
 from pipeline import __version__, config
-from pipeline.errors import ImageRejected, WikihashError
+from pipeline.errors import ForbiddenURL, ImageRejected, WikihashError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
@@ -36,14 +37,32 @@ def database_option(func):
     )(func)
 
 
-def _database_url(ctx: click.Context, given: str | None) -> str:
-    return given or _settings(ctx).database_url
+def _database_url(ctx: click.Context, given: str | None, *, prepared: bool = False) -> str:
+    """The database to use; with `prepared`, one that `wikihash db init` has prepared."""
+    url = given or _settings(ctx).database_url
+    if prepared:
+        from pipeline import storage
+
+        try:
+            storage.require_prepared(url)
+        except WikihashError as exc:
+            raise click.ClickException(str(exc)) from None
+    return url
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="wikihash")
-def cli() -> None:
+@click.option("--env-file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Read settings from this KEY=value file (also: WIKIHASH_ENV_FILE); "
+                   "variables set in the environment win.")
+def cli(env_file: str | None) -> None:
     """Reverse image search over the images of a MediaWiki."""
+    if env_file:
+        import os
+
+        from pipeline.envfile import ENV_FILE
+
+        os.environ[ENV_FILE] = os.path.abspath(env_file)  # worker processes read it too
 
 
 @cli.command(name="config")
@@ -143,6 +162,12 @@ def main() -> None:
     cli(prog_name="wikihash")
 
 
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+    help="Run N worker processes of this command's own until it ends (for cron: nothing else "
+         "needs to run); 0: workers must be running (`wikihash worker`).")
+
+
 @cli.command()
 @database_option
 @click.option("--limit", type=click.IntRange(min=1), help="Crawl only the first N articles.")
@@ -156,20 +181,23 @@ def main() -> None:
                    " a directory, a run URL (…/enwiki/20261201/) or 'latest'.")
 @click.option("--replace", is_flag=True,
               help="With --from-dumps: replace the crawl the ledger already holds.")
+@workers_option
 @click.pass_context
 def crawl(ctx: click.Context, database_url: str | None, limit: int | None, restart: bool,
-          wait: bool, job_size: int, from_dumps: str | None, replace: bool) -> None:
+          wait: bool, job_size: int, from_dumps: str | None, replace: bool,
+          workers: int) -> None:
     """Walk the wiki's articles into the ledger and queue their files for the workers.
 
     Resumes from its checkpoint when stopped; a completed crawl is not walked again
     (use --restart, or `wikihash recrawl` for changes). Workers must be running
-    (`wikihash worker`).
+    (`wikihash worker`), or give --workers N; with none it stops and says so.
 
     \b
     Example:
         WIKIHASH_USER_AGENT='mybot/1.0 (me@example.org)' wikihash crawl --limit 100
         wikihash crawl --from-dumps latest
     """
+    from pipeline import ownworkers
     from pipeline.runtime import build_producer
 
     if from_dumps and (limit or restart):
@@ -178,8 +206,10 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
         raise click.UsageError("--replace goes with --from-dumps")
     settings = _settings(ctx)
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url), job_size=job_size)
+        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True),
+                                  job_size=job_size)
         _on_sigterm(producer.request_stop)
+        ctx.with_resource(ownworkers.running(workers if wait else 0))  # stopped at the end
         try:
             if from_dumps:
                 _crawl_from_dumps(settings, producer, from_dumps, replace)
@@ -271,9 +301,10 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
 @click.option("--every", type=click.FloatRange(min=60), metavar="SECONDS",
               help="Run again and again, this many seconds apart (for a scheduled service); "
                    "first wait for a complete crawl.")
+@workers_option
 @click.pass_context
 def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry_run: bool,
-            wait: bool, every: float | None) -> None:
+            wait: bool, every: float | None, workers: int) -> None:
     """Bring the index up to date with what changed on the wiki since the last crawl.
 
     Reads the wiki's change feed (and each shared repository's upload and deletion log); when
@@ -285,7 +316,11 @@ def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry
         wikihash recrawl --dry-run
         wikihash recrawl --since 2026-11-01T00:00:00Z
         wikihash recrawl --every 86400
+        wikihash --env-file /etc/wikihash.env recrawl --workers 2    # from cron
     """
+    from pipeline import ownworkers
+
+    ctx.with_resource(ownworkers.running(0 if dry_run or not wait else workers))
     if every is None:
         _recrawl_once(ctx, database_url, since, dry_run, wait)
         return
@@ -345,7 +380,7 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
 
     settings = _settings(ctx)
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url))
+        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
         if stopping is not None:
             _on_sigterm(lambda: (stopping.set(), producer.request_stop()))
         try:
@@ -367,6 +402,57 @@ def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | Non
             producer.close()
     except WikihashError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@database_option
+@click.option("--width", type=click.Choice([str(w) for w in config.STANDARD_WIDTHS]),
+              required=True, help="The stored thumbnail width to re-hash at.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many files.")
+@click.pass_context
+def rehash(ctx: click.Context, database_url: str | None, width: str, limit: int | None) -> None:
+    """Re-hash the ledger's files from thumbnails WIDTH px wide, as politely as a crawl.
+
+    Each file keeps its old hash until its new one is committed (and if the new download
+    fails). Resumes where it stopped; run it again to retry the files it kept.
+
+    \b
+    Example:
+        wikihash rehash --width 250
+    """
+    import functools
+
+    import redis
+
+    from pipeline import fetch, politeness, storage
+    from pipeline import rehash as rehashing
+    from pipeline.runtime import build_wiki
+
+    settings = _settings(ctx)
+    try:
+        client = redis.Redis.from_url(settings.broker_url)
+        get = functools.partial(
+            fetch.download, fetch.new_session(settings.user_agent),
+            max_bytes=settings.max_bytes, timeout=settings.fetch_timeout,
+            slots=politeness.DownloadSlots(client, settings.max_downloads),
+            bandwidth=politeness.Bandwidth(client, settings.max_mbits * 1_000_000 / 8))
+
+        def download(info) -> tuple[bytes, str]:
+            hosts = {fetch.host_of(u) for u in (info.url, info.thumb_url) if u}
+            if info.thumb_url:
+                return get(info.thumb_url, allowed_hosts=hosts).data, "thumb"
+            return get(info.url, allowed_hosts=hosts).data, "original"
+
+        conn = storage.connect(_database_url(ctx, database_url))
+        try:
+            report = rehashing.rehash(conn, build_wiki(settings), int(width), download,
+                                      limit=limit)
+        finally:
+            conn.close()
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"re-hashed {report.rehashed} files at {width} px; kept the old hash of"
+               f" {report.kept}; {report.left} left")
 
 
 class DumpsRefused(click.ClickException):
@@ -391,8 +477,31 @@ def _crawl_from_dumps(settings: config.Settings, producer, spec: str, replace: b
 
 
 def _drain(producer) -> None:
-    """Wait until nothing is pending, re-sending lost work, with progress on stderr."""
-    if producer.drain(progress=lambda counts: click.echo(_status_line(counts), err=True)):
+    """Wait until nothing is pending, re-sending lost work, with progress on stderr; stop
+    with the command to run when no worker consumes the queues (pipeline.consumers)."""
+    from pipeline import celeryapp, consumers
+
+    settings = _settings(click.get_current_context())
+    app = celeryapp.create_app(settings)
+
+    setting = next(s for s in config.SETTINGS if s.name == "broker_url")
+    watch = consumers.Watch(lambda: consumers.consumed_queues(app),
+                            config.mask(setting, settings.broker_url),
+                            say=lambda line: click.echo(line, err=True))
+
+    from pipeline import progress as progressing
+
+    tracker, shown = progressing.Tracker(), progressing.display(sys.stderr)
+
+    def progress(counts: dict) -> None:
+        shown.show(tracker.update(counts, walk_done=True))
+        watch(counts)
+
+    try:
+        finished = producer.drain(progress=progress)
+    finally:
+        shown.finish()
+    if finished:
         click.echo("nothing pending")
 
 
@@ -410,11 +519,13 @@ def _status_line(counts: dict) -> str:
 
 @cli.command()
 @database_option
-@click.option("--watch", is_flag=True, help="Refresh every few seconds with a progress bar.")
+@click.option("--watch", is_flag=True,
+              help="Follow the crawl until it is complete: one line redrawn on a terminal, "
+                   "a line per meaningful change elsewhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_context
 def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: bool) -> None:
-    """Crawl progress: articles walked, files by state, rate over the last minute, ETA.
+    """Crawl progress: articles walked, files by state; with --watch, rate and ETA of this crawl.
 
     \b
     Example:
@@ -424,7 +535,7 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
 
     from pipeline import ledger, storage
 
-    url = _database_url(ctx, database_url)
+    url = _database_url(ctx, database_url, prepared=True)
 
     def read() -> dict:
         try:
@@ -446,17 +557,99 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
                                    "in progress" if walk else "not started"))
             click.echo(_status_line(counts))
         return
-    previous = None
-    while True:
-        counts = read()
-        done = counts["files"] - counts["pending"]
-        total = max(1, counts["files"])
-        bar = "#" * int(40 * done / total)
-        line = f"[{bar:<40}] {100 * done / total:5.1f}%  {_status_line(counts)}"
-        if line != previous:
-            click.echo("\r" + line, nl=False)
-            previous = line
-        time.sleep(2)
+    from pipeline import progress
+
+    tracker, shown = progress.Tracker(), progress.display(sys.stdout)
+    try:
+        while True:
+            counts = read()
+            snap = tracker.update(counts, walk_done=bool((counts["walk"] or {}).get("done")))
+            shown.show(snap)
+            if snap.complete:
+                return
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shown.finish()
+
+
+@cli.command()
+@database_option
+@click.option("--state", type=click.Choice(["failed", "missing", "unsupported", "pending"]),
+              default="failed", show_default=True, help="Which files to list.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def files(ctx: click.Context, database_url: str | None, state: str, limit: int,
+          as_json: bool) -> None:
+    """List the files in a state, with the reason, the attempts and the articles using them.
+
+    \b
+    Example:
+        wikihash files --state failed
+        wikihash files --state missing --json
+    """
+    from pipeline import retry, storage
+
+    url = _database_url(ctx, database_url, prepared=True)
+    try:
+        with storage.connection(url) as conn:
+            total, rows = retry.listing(conn, state, limit=limit)
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"state": state, "total": total, "files": rows}))
+        return
+    shown = f", the first {len(rows)} by title" if len(rows) < total else ""
+    click.echo(f"{total} file{'' if total == 1 else 's'} {state}{shown}")
+    for row in rows:
+        tries = f"{row['attempts']} attempt{'' if row['attempts'] == 1 else 's'}"
+        used = f"{row['articles']} article{'' if row['articles'] == 1 else 's'}"
+        click.echo(f"  {row['title']}: {row['reason'] or 'no reason recorded'} ({tries}, {used})")
+    if state == "failed" and total:
+        click.echo("try them again with: wikihash retry --failed")
+
+
+@cli.command(name="retry")
+@database_option
+@click.option("--failed", "failed", is_flag=True, required=True,
+              help="Try the failed files again (required: says what is retried).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until they are settled again.")
+@workers_option
+@click.pass_context
+def retry_command(ctx: click.Context, database_url: str | None, failed: bool, wait: bool,
+                  workers: int) -> None:
+    """Send the failed files to the workers again (a file whose API lookup failed is looked
+    up again first).
+
+    \b
+    Example:
+        wikihash retry --failed --workers 2
+    """
+    from pipeline import ledger, ownworkers, retry
+    from pipeline.runtime import build_producer
+
+    settings = _settings(ctx)
+    try:
+        producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
+        ctx.with_resource(ownworkers.running(workers if wait else 0))
+        try:
+            with producer.conn:
+                reset, unresolved = retry.reset_failed(producer.conn)
+                infos = producer.wiki.file_info(unresolved, settings.thumb_width) \
+                    if unresolved else []
+                ledger.refresh_files(producer.conn, infos)
+            click.echo(f"{reset + len(unresolved)} failed files to try again "
+                       f"({len(unresolved)} looked up on the wiki again)")
+            producer.dispatch()
+            if wait:
+                _drain(producer)
+        finally:
+            producer.close()
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # -- search, serve, export (issue 7) ------------------------------------------------------------
@@ -518,9 +711,16 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
 
     try:
         data = _query_bytes(settings, image, allow_hosts)
+    except ForbiddenURL as exc:
+        hint = ""
+        if "address" in str(exc):
+            host = urlsplit(image).netloc.rsplit("@", 1)[-1]
+            hint = f"; to search a server of your own there, add --allow-host {host}"
+        raise click.ClickException(f"{exc}{hint}") from None
+    try:
         canonical, probes = sandbox.query_variants(
             data, ("original",) if plain else searching.variants.DEFAULT_VARIANTS)
-        with storage.connection(_database_url(ctx, database_url)) as conn:
+        with storage.connection(_database_url(ctx, database_url, prepared=True)) as conn:
             result = searching.search_hashes(conn, canonical.int64, probes,
                                              max_distance=distance, nearest=nearest)
     except WikihashError as exc:
@@ -528,12 +728,14 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
-    scope = f"the {nearest} nearest" if nearest else f"within {distance} bits"
-    click.echo(f"query {result.hash}: {len(result.matches)} files {scope}")
+    click.echo(f"query {result.hash}: " + searching.describe_count(len(result.matches), nearest,
+                                                                   distance))
     if result.note:
         click.echo(f"note: {result.note}")
     for match in result.matches:
         how = "" if match.variant == "original" else f"  (as {match.variant})"
+        if match.distance > searching.DEFAULT_MAX_DISTANCE:
+            how += f"  (not similar: {match.distance} bits apart)"
         click.echo(f"{match.distance:>3}  {match.title}{how}")
         for article in match.articles:
             click.echo(f"       {article.title}  {article.url}")

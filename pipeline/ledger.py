@@ -63,6 +63,7 @@ class Result:
     low_information: bool | None = None
     reason: str | None = None
     hashed_from: str | None = None  # 'thumb' or 'original'
+    hashed_width: int | None = None  # px of the decoded picture the hash was made from
 
     def to_message(self) -> dict:
         return asdict(self)
@@ -339,7 +340,7 @@ def touch_jobs(conn: Connection, sha1s: Sequence[str]) -> None:
 
 # -- results --------------------------------------------------------------------------------
 
-_COLUMNS = ("sha1", "state", "dhash", "low_information", "reason", "hashed_from")
+_COLUMNS = ("sha1", "state", "dhash", "low_information", "reason", "hashed_from", "hashed_width")
 _STAGING_MADE: set[tuple[int, int]] = set()  # (connection, backend pid) with the staging table
 
 
@@ -358,7 +359,8 @@ def write_results(conn: Connection, results: Sequence[Result]) -> int:
             # Once per session: emptied by every commit, so each batch finds it empty.
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS staged_results (sha1 text, state text,"
-                " dhash bigint, low_information boolean, reason text, hashed_from text)"
+                " dhash bigint, low_information boolean, reason text, hashed_from text,"
+                " hashed_width integer)"
                 " ON COMMIT DELETE ROWS"
             )
             _STAGING_MADE.add(session)
@@ -367,7 +369,8 @@ def write_results(conn: Connection, results: Sequence[Result]) -> int:
             cur.execute(
                 "UPDATE files f SET state = s.state, dhash = s.dhash,"
                 " low_information = s.low_information, reason = s.reason,"
-                " hashed_from = s.hashed_from, attempts = f.attempts + 1, updated_at = now()"
+                " hashed_from = s.hashed_from, hashed_width = s.hashed_width,"
+                " attempts = f.attempts + 1, updated_at = now()"
                 " FROM (SELECT DISTINCT ON (sha1) * FROM staged_results"
                 "       ORDER BY sha1, state = 'hashed' DESC) s"
                 " WHERE f.sha1 = s.sha1 AND f.state = 'pending'"

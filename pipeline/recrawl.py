@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline import ledger, timestamps
+from pipeline import ledger, timestamps, wikiowner
 from pipeline.errors import WikihashError
 from pipeline.ledger import LAST_CRAWL, RECRAWL
 from pipeline.storage import Connection, transaction
@@ -135,7 +135,9 @@ class Recrawler:
         if not since:
             raise WikihashError("no completed crawl to update: run `wikihash crawl` first, "
                                 "or give --since")
-        until = self.wiki.siteinfo().get("time") or timestamps.now()
+        info = self.wiki.siteinfo()
+        wikiowner.check(self.conn, info, self.wiki.api_url)
+        until = info.get("time") or timestamps.now()
         stage: Stage = "feed"
         if timestamps.parse(until) - timestamps.parse(since) > self.feed_max_age:
             log.info("the last crawl (%s) is older than the change feed keeps", since)

@@ -61,6 +61,7 @@ class Match:
     thumb_url: str | None
     file_url: str | None  # the file's page on the wiki
     articles: list[Article] = field(default_factory=list)
+    hashed_width: int | None = None  # px of the picture the stored hash was made from
 
 
 @dataclass
@@ -129,7 +130,12 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
     if nearest is not None and nearest < 1:
         raise ValueError("nearest must be at least 1")
     probes = probes or [variants.Variant("original", int64)]
-    low = imaging.is_low_information(int64)
+    # A variant with almost no information (the trimmed middle of a flag...) floods the list
+    # as the query itself would: the note and the cap consider every hash probed.
+    low_hashes = [p for p in probes if imaging.is_low_information(p.int64)]
+    if imaging.is_low_information(int64) and not any(p.int64 == int64 for p in low_hashes):
+        low_hashes.insert(0, variants.Variant("original", int64))
+    low = bool(low_hashes)
     cap = LOW_INFORMATION_CAP if low else MAX_RESULTS
     limit = min(nearest, cap) if nearest else cap
     best: dict[int, tuple[int, str]] = {}  # file_id -> (distance, variant)
@@ -149,11 +155,14 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
     matches = _describe(conn, ranked)
     note = None
     if low:
+        which = ", ".join(f"{imaging.int64_to_hex(p.int64)}"
+                          + ("" if p.name == "original" else f" of its {p.name} variant")
+                          for p in low_hashes)
         note = ("this image carries little information for dhash (hash"
-                f" {imaging.int64_to_hex(int64)} is nearly all zeros or all ones: flat images,"
+                f" {which} is nearly all zeros or all ones: flat images,"
                 " stripes); it matches many"
                 f" unrelated files, so at most {LOW_INFORMATION_CAP} are listed")
-    elif truncated:
+    elif truncated and not nearest:  # --nearest K lists K by design: nothing was cut
         note = f"more than {limit} files matched; the {limit} nearest are listed"
     return SearchResult(hash=imaging.int64_to_hex(int64), int64=int64, low_information=low,
                         max_distance=None if nearest else max_distance, nearest=nearest,
@@ -168,8 +177,8 @@ def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> li
     server, articlepath = wiki_urls(conn)
     ids = [file_id for file_id, _ in ranked]
     with conn.cursor() as cur:
-        cur.execute("SELECT f.file_id, f.title, f.dhash, f.low_information, f.thumb_url, p.title"
-                    " FROM files f LEFT JOIN usages u ON u.file_id = f.file_id"
+        cur.execute("SELECT f.file_id, f.title, f.dhash, f.low_information, f.thumb_url, p.title,"
+                    " f.hashed_width FROM files f LEFT JOIN usages u ON u.file_id = f.file_id"
                     " LEFT JOIN pages p ON p.page_id = u.page_id"
                     " WHERE f.file_id = ANY(%s) ORDER BY p.title", (ids,))
         rows = cur.fetchall()
@@ -177,9 +186,10 @@ def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> li
     for file_id, (distance, variant) in ranked:
         matches[file_id] = Match(file_id=file_id, title="", distance=distance, variant=variant,
                                  hash="", low_information=False, thumb_url=None, file_url=None)
-    for file_id, title, dhash, low, thumb_url, page in rows:
+    for file_id, title, dhash, low, thumb_url, page, hashed_width in rows:
         match = matches[file_id]
         match.title = title
+        match.hashed_width = hashed_width
         match.hash = imaging.int64_to_hex(dhash)
         match.low_information = bool(low)
         match.thumb_url = thumb_url
@@ -188,6 +198,16 @@ def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> li
             url = article_url(server, articlepath, page)
             match.articles.append(Article(page, url))
     return list(matches.values())
+
+
+def describe_count(found: int, nearest: int | None, max_distance: int) -> str:
+    """'1 file within 8 bits', 'the 5 nearest files', '2 files of the 5 nearest asked'."""
+    files = "file" if found == 1 else "files"
+    if nearest is None:
+        return f"{found} {files} within {max_distance} bits"
+    if found == nearest:
+        return f"the {nearest} nearest {files}" if nearest > 1 else "the nearest file"
+    return f"{found} {files} of the {nearest} nearest asked"
 
 
 def stats(conn: Connection) -> dict:

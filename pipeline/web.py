@@ -448,6 +448,8 @@ def create_app(settings: WebSettings) -> Starlette:
         Route("/api/search", api_search, methods=["POST"]),
         Route("/api/stats", api_stats),
         Route("/api/duplicates", api_duplicates),
+        Route("/favicon.ico", lambda request: FileResponse(STATIC / "favicon.svg",
+                                                           media_type="image/svg+xml")),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(

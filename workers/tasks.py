@@ -116,7 +116,7 @@ def hash_batch(self: WikihashTask, items: list[dict]) -> None:
         else:
             results.append(Result(item["sha1"], "hashed", dhash=result.int64,
                                   low_information=result.low_information,
-                                  hashed_from=item["source"]))
+                                  hashed_from=item["source"], hashed_width=result.width))
     self.record(results)
 
 

@@ -34,9 +34,11 @@ def apply_changes(wiki, commons) -> dict[str, str]:
     wiki.add_page("Brand new article", images=["Fresh upload.png", shared[0]])
     wiki.delete_page("Article 0010")
     wiki.move_page("Article 0011", "Article eleven", leave_redirect=True)
-    wiki.upload_file(overwritten, generated_image(99002))
+    # In the format its extension says: MediaWiki refuses a mismatch (filetype-mime-mismatch).
+    fmt = lambda name: "JPEG" if name.endswith(".jpg") else "PNG"  # noqa: E731
+    wiki.upload_file(overwritten, generated_image(99002, fmt(overwritten)))
     wiki.delete_file(deleted_file)
-    commons.upload_file(shared_overwritten, generated_image(99003))
+    commons.upload_file(shared_overwritten, generated_image(99003, fmt(shared_overwritten)))
     commons.delete_file(shared_deleted)
     wiki.edit_page("Article 0020", images=[])
     sync_clocks(wiki, commons)

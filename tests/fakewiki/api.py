@@ -210,7 +210,16 @@ def handle(params: dict[str, str], ctx: Context, api_url: str) -> tuple[dict, di
         out["limits"] = req.limits
     out.update(result)
     out["servedby"] = "mw-fake1"
-    return (out if fv2 else to_fv1(out)), headers
+    return (_drop_keys(out) if fv2 else to_fv1(out)), headers
+
+
+def _drop_keys(value: Any) -> Any:
+    """formatversion=2 lists pages without the ids formatversion=1 keys them by."""
+    if isinstance(value, dict):
+        return {k: _drop_keys(v) for k, v in value.items() if k != "_key"}
+    if isinstance(value, list):
+        return [_drop_keys(v) for v in value]
+    return value
 
 
 def to_fv1(value: Any, key: str = "") -> Any:
@@ -337,10 +346,7 @@ def query(req: Request) -> dict:
                 continuation[module] = cont_value
         pages = []
         missing = 0
-        for entry in good:
-            pages.append({"_key": entry.page.pageid, "pageid": entry.page.pageid,
-                          "ns": entry.ns, "title": full_title(entry.ns, entry.title),
-                          **entry.data})
+        # As ApiQuery::outputGeneralPageInfo: missing and invalid titles first, then pages.
         for entry in entries:
             if entry.page is None:
                 missing -= 1
@@ -348,6 +354,10 @@ def query(req: Request) -> dict:
                 pages.append({"_key": missing, "ns": entry.ns,
                               "title": full_title(entry.ns, entry.title), **flag,
                               **entry.data})
+        for entry in good:
+            pages.append({"_key": entry.page.pageid, "pageid": entry.page.pageid,
+                          "ns": entry.ns, "title": full_title(entry.ns, entry.title),
+                          **entry.data})
         if pages:
             query_out["pages"] = pages
     for module in metas:
@@ -636,6 +646,11 @@ def prop_imageinfo(req: Request, entries: list[PageEntry], good: list[PageEntry]
         if entry.page is None:
             entry.data["known"] = True
         version = record.current
+        if scale is not None and media_type(version.mime) == "BITMAP" \
+                and not (version.width and version.height):
+            # MediaWiki cannot scale a bitmap whose header gave no size: the whole request fails.
+            raise ApiError("urlparamnormal",
+                           f"Could not normalize image parameters for {record.name}.")
         if scale is not None:
             if transforms >= TRANSFORM_LIMIT:
                 return {"iicontinue": f"{dbkey(record.name)}|{ts_mw(version.timestamp)}"}
@@ -778,8 +793,7 @@ def list_recentchanges(req: Request):
             row["timestamp"] = iso(c.timestamp)
         if "redirect" in rcprop:
             page = wiki.pages.get(split_title(c.title))
-            if page is not None and page.is_redirect:
-                row["redirect"] = True
+            row["redirect"] = page is not None and page.is_redirect  # false shown too
         if "loginfo" in rcprop and c.type == "log":
             row.update(logid=c.logid, logtype=c.logtype, logaction=c.logaction,
                        logparams=dict(c.logparams))
