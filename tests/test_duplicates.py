@@ -166,3 +166,6 @@ def test_api_duplicates(db_url):
         bad = client.get("/api/duplicates", params={"max_distance": 9})
         assert bad.status_code == 400 and "max_distance" in bad.json()["error"]
         assert client.get("/api/duplicates?limit=x").status_code == 400
+        page = client.get("/").text
+        assert 'id="duplicates"' in page and 'id="clusters"' in page
+        assert "/api/duplicates" in client.get("/static/app.js").text
