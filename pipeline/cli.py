@@ -755,6 +755,65 @@ def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
 
 @cli.command()
 @database_option
+@click.option("--max-distance", type=click.IntRange(0, 8), default=4, show_default=True,
+              help="Link two files whose hashes differ in at most this many bits (at most 8).")
+@click.option("--min-size", type=click.IntRange(min=2), default=2, show_default=True,
+              help="List clusters of at least this many files.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per cluster, per line.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV, one row per file.")
+@click.pass_context
+def duplicates(ctx: click.Context, database_url: str | None, max_distance: int, min_size: int,
+               as_json: bool, as_csv: bool) -> None:
+    """Clusters of near-duplicate files: hashes within --max-distance bits, linked transitively.
+
+    Low-information hashes (flat images, stripes) are left out. Largest clusters first, each
+    file with its repository, size, SHA-1 and up to 20 of the articles using it.
+
+    \b
+    Example:
+        wikihash duplicates --max-distance 3 --min-size 3 --csv > clusters.csv
+    """
+    from pipeline import duplicates as dups
+    from pipeline import storage
+
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
+    try:
+        with storage.connection(_database_url(ctx, database_url)) as conn:
+            clusters = dups.find_clusters(conn, max_distance=max_distance, min_size=min_size)
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        for cluster in clusters:
+            click.echo(json.dumps(cluster.to_dict()))
+        return
+    if as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["cluster", "size", "file_id", "title", "repo", "bytes", "sha1", "hash",
+                         "article_count", "articles"])
+        for n, cluster in enumerate(clusters, 1):
+            for f in cluster.files:
+                writer.writerow([n, cluster.size, f.file_id, f.title, f.repo, f.size, f.sha1,
+                                 f.hash, f.article_count, "|".join(f.articles)])
+        return
+    click.echo(f"{len(clusters)} clusters within {max_distance} bits"
+               f" of at least {min_size} files")
+    for n, cluster in enumerate(clusters, 1):
+        click.echo(f"cluster {n}: {cluster.size} files")
+        for f in cluster.files:
+            click.echo(f"  {f.hash}  {f.title}  {f.repo or '-'}  {f.size or 0:,} bytes"
+                       f"  sha1 {f.sha1 or '-'}")
+            more = f.article_count - len(f.articles)
+            for title in f.articles:
+                click.echo(f"      {title}")
+            if more:
+                click.echo(f"      ... and {more} more articles")
+
+
+@cli.command()
+@database_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory to write into (created if needed).")
 @click.pass_context

@@ -125,3 +125,25 @@ fetch("/api/stats").then((r) => r.json()).then((s) => {
   document.getElementById("stats").textContent =
     `${s.hashed.toLocaleString()} images in ${s.articles.toLocaleString()} articles${wiki}`;
 }).catch(() => {});
+
+// Near-duplicate clusters (GET /api/duplicates), fetched the first time the section is opened.
+document.getElementById("duplicates").addEventListener("toggle", (event) => {
+  const box = document.getElementById("clusters");
+  if (!event.target.open || box.dataset.loaded) return;
+  box.dataset.loaded = "1";
+  box.textContent = "Computing clusters…";
+  fetch("/api/duplicates?limit=20").then((r) => r.json()).then((d) => {
+    box.textContent = "";
+    if (d.error) { box.textContent = d.error; return; }
+    if (!d.clusters.length) { box.textContent = "No near-duplicate clusters."; return; }
+    for (const cluster of d.clusters) {
+      const list = el("ul", { class: "articles" });
+      for (const f of cluster.files) {
+        const used = f.article_count ? ` · used by ${f.article_count} article(s): ${f.articles.join(", ")}` : "";
+        list.append(el("li", {}, `${f.title} · ${f.repo || "-"} · ${f.hash}${used}`));
+      }
+      box.append(el("article", { class: "match" }, el("div", {},
+        el("h2", {}, `${cluster.size} files`), list)));
+    }
+  }).catch(() => { box.textContent = "The clusters could not be fetched."; });
+});
