@@ -8,23 +8,63 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
 from pipeline import __version__, config
-from pipeline.errors import ImageRejected, WikihashError
+from pipeline.errors import ForbiddenURL, ImageRejected, WikihashError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+class WikihashGroup(click.Group):
+    """The CLI's one error edge: a project error (`WikihashError`) raised by any command,
+    its settings or its database check is printed as one `Error:` line with status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except WikihashError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class ResultCount(click.Option):
+    """An option counting results, bounded by `pipeline.search.MAX_RESULTS` (the bound the web
+    API uses too), read when needed: importing pipeline.search costs 0.2 s of start-up. `{most}`
+    in its help is the bound."""
+
+    def get_help_record(self, ctx: click.Context):
+        from pipeline.search import MAX_RESULTS
+
+        template = self.help
+        self.help = (template or "").replace("{most}", str(MAX_RESULTS))
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = template
+
+    def process_value(self, ctx: click.Context, value):
+        value = super().process_value(ctx, value)
+        if isinstance(value, int):
+            from pipeline.search import MAX_RESULTS
+
+            if value > MAX_RESULTS:
+                raise click.BadParameter(f"{value} is more than {MAX_RESULTS}, the most results"
+                                         " one search lists", ctx=ctx, param=self)
+        return value
+
+
+def json_option(help: str = "Print one JSON object."):
+    """--json, the machine-readable output of a command, as `as_json`."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def _settings(ctx: click.Context) -> config.Settings:
     """The settings, loaded once per invocation; a bad value is a one-line error."""
     obj = ctx.ensure_object(dict)
     if "settings" not in obj:
-        try:
-            obj["settings"] = config.load()
-        except WikihashError as exc:
-            raise click.ClickException(str(exc)) from None
+        obj["settings"] = config.load()
     return obj["settings"]
 
 
@@ -36,14 +76,29 @@ def database_option(func):
     )(func)
 
 
-def _database_url(ctx: click.Context, given: str | None) -> str:
-    return given or _settings(ctx).database_url
+def _database_url(ctx: click.Context, given: str | None, *, prepared: bool = False) -> str:
+    """The database to use; with `prepared`, one that `wikihash db init` has prepared."""
+    url = given or _settings(ctx).database_url
+    if prepared:
+        from pipeline import storage
+
+        storage.require_prepared(url)
+    return url
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=WikihashGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="wikihash")
-def cli() -> None:
+@click.option("--env-file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Read settings from this KEY=value file (also: WIKIHASH_ENV_FILE); "
+                   "variables set in the environment win.")
+def cli(env_file: str | None) -> None:
     """Reverse image search over the images of a MediaWiki."""
+    if env_file:
+        import os
+
+        from pipeline.envfile import ENV_FILE
+
+        os.environ[ENV_FILE] = os.path.abspath(env_file)  # worker processes read it too
 
 
 @cli.command(name="config")
@@ -81,12 +136,9 @@ def db_init(ctx: click.Context, database_url: str | None, create: bool) -> None:
     from pipeline import storage
 
     url = _database_url(ctx, database_url)
-    try:
-        applied = storage.migrate(url, create=create)
-        with storage.connection(url) as conn:
-            version = storage.schema_version(conn)
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+    applied = storage.migrate(url, create=create)
+    with storage.connection(url) as conn:
+        version = storage.schema_version(conn)
     for migration in applied:
         click.echo(f"applied {migration.name}")
     click.echo(f"schema version {version}" + ("" if applied else " (up to date)"))
@@ -94,7 +146,7 @@ def db_init(ctx: click.Context, database_url: str | None, create: bool) -> None:
 
 @cli.command(name="hash")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("One JSON object per line.")
 def hash_command(files: tuple[Path, ...], as_json: bool) -> None:
     """Print the canonical dhash of each FILE: hex, signed 64-bit integer, what was done.
 
@@ -143,6 +195,12 @@ def main() -> None:
     cli(prog_name="wikihash")
 
 
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+    help="Run N worker processes of this command's own until it ends (for cron: nothing else "
+         "needs to run); 0: workers must be running (`wikihash worker`).")
+
+
 @cli.command()
 @database_option
 @click.option("--limit", type=click.IntRange(min=1), help="Crawl only the first N articles.")
@@ -156,20 +214,23 @@ def main() -> None:
                    " a directory, a run URL (…/enwiki/20261201/) or 'latest'.")
 @click.option("--replace", is_flag=True,
               help="With --from-dumps: replace the crawl the ledger already holds.")
+@workers_option
 @click.pass_context
 def crawl(ctx: click.Context, database_url: str | None, limit: int | None, restart: bool,
-          wait: bool, job_size: int, from_dumps: str | None, replace: bool) -> None:
+          wait: bool, job_size: int, from_dumps: str | None, replace: bool,
+          workers: int) -> None:
     """Walk the wiki's articles into the ledger and queue their files for the workers.
 
     Resumes from its checkpoint when stopped; a completed crawl is not walked again
     (use --restart, or `wikihash recrawl` for changes). Workers must be running
-    (`wikihash worker`).
+    (`wikihash worker`), or give --workers N; with none it stops and says so.
 
     \b
     Example:
         WIKIHASH_USER_AGENT='mybot/1.0 (me@example.org)' wikihash crawl --limit 100
         wikihash crawl --from-dumps latest
     """
+    from pipeline import ownworkers
     from pipeline.runtime import build_producer
 
     if from_dumps and (limit or restart):
@@ -177,29 +238,28 @@ def crawl(ctx: click.Context, database_url: str | None, limit: int | None, resta
     if replace and not from_dumps:
         raise click.UsageError("--replace goes with --from-dumps")
     settings = _settings(ctx)
+    producer = build_producer(settings, _database_url(ctx, database_url, prepared=True),
+                              job_size=job_size)
+    _on_sigterm(producer.request_stop)
+    ctx.with_resource(ownworkers.running(workers if wait else 0))  # stopped at the end
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url), job_size=job_size)
-        _on_sigterm(producer.request_stop)
-        try:
-            if from_dumps:
-                _crawl_from_dumps(settings, producer, from_dumps, replace)
-                if wait:
-                    _drain(producer)
-                return
-            done = producer.walk(limit=limit, restart=restart)
-            stats = producer.stats
-            api = producer.wiki.stats
-            click.echo(f"walked {stats.articles} articles, {stats.new_files} new files, "
-                       f"{api.requests} API requests, waited {api.waited:.1f} s for the API"
-                       + ("; the walk is complete" if done else ""))
-            if wait and not producer.stopping:
+        if from_dumps:
+            _crawl_from_dumps(settings, producer, from_dumps, replace)
+            if wait:
                 _drain(producer)
-            if producer.stopping:
-                click.echo("stopped at a checkpoint; `wikihash crawl` resumes from it")
-        finally:
-            producer.close()
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+            return
+        done = producer.walk(limit=limit, restart=restart)
+        stats = producer.stats
+        api = producer.wiki.stats
+        click.echo(f"walked {stats.articles} articles, {stats.new_files} new files, "
+                   f"{api.requests} API requests, waited {api.waited:.1f} s for the API"
+                   + ("; the walk is complete" if done else ""))
+        if wait and not producer.stopping:
+            _drain(producer)
+        if producer.stopping:
+            click.echo("stopped at a checkpoint; `wikihash crawl` resumes from it")
+    finally:
+        producer.close()
 
 
 @cli.command()
@@ -271,9 +331,10 @@ def flower(ctx: click.Context, address: str, port: int) -> None:
 @click.option("--every", type=click.FloatRange(min=60), metavar="SECONDS",
               help="Run again and again, this many seconds apart (for a scheduled service); "
                    "first wait for a complete crawl.")
+@workers_option
 @click.pass_context
 def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry_run: bool,
-            wait: bool, every: float | None) -> None:
+            wait: bool, every: float | None, workers: int) -> None:
     """Bring the index up to date with what changed on the wiki since the last crawl.
 
     Reads the wiki's change feed (and each shared repository's upload and deletion log); when
@@ -285,7 +346,12 @@ def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry
         wikihash recrawl --dry-run
         wikihash recrawl --since 2026-11-01T00:00:00Z
         wikihash recrawl --every 86400
+        wikihash --env-file /etc/wikihash.env recrawl --workers 2    # from cron
     """
+    from pipeline import ownworkers
+    from pipeline import recrawl as recrawling
+
+    ctx.with_resource(ownworkers.running(0 if dry_run or not wait else workers))
     if every is None:
         _recrawl_once(ctx, database_url, since, dry_run, wait)
         return
@@ -293,7 +359,9 @@ def recrawl(ctx: click.Context, database_url: str | None, since: str | None, dry
     # progress stops waiting for its hashes; the re-crawl resumes where it stopped).
     stopping = threading.Event()
     _on_sigterm(stopping.set)
-    if since is None and not _wait_for_first_crawl(_database_url(ctx, database_url), stopping):
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    url = _database_url(ctx, database_url)
+    if since is None and not recrawling.wait_for_first_crawl(url, stopping, say):
         return
     while not stopping.is_set():
         _recrawl_once(ctx, database_url, since, dry_run, wait, stopping)
@@ -314,59 +382,31 @@ def _on_sigterm(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _wait_for_first_crawl(url: str, stopping: threading.Event, poll: float = 10.0) -> bool:
-    """Wait until a first crawl has completed its walk, saying so every minute; False if
-    `stopping` is set first."""
-    import time
-
-    from pipeline import ledger, storage
-    from pipeline.producer import LAST_CRAWL, WALK
-
-    said: float | None = None
-    while not stopping.is_set():
-        try:
-            with storage.connection(url) as conn:
-                if ledger.get_state(conn, LAST_CRAWL):
-                    return True
-                why = "walk " + ("in progress" if ledger.get_state(conn, WALK) else "not started")
-        except WikihashError as exc:
-            why = str(exc)
-        if said is None or time.monotonic() - said >= 60:
-            click.echo(f"waiting for the first crawl to complete before re-crawling ({why})",
-                       err=True)
-            said = time.monotonic()
-        stopping.wait(poll)
-    return False
-
-
 def _recrawl_once(ctx: click.Context, database_url: str | None, since: str | None,
                   dry_run: bool, wait: bool, stopping: threading.Event | None = None) -> None:
     from pipeline.runtime import build_producer, build_recrawler
 
     settings = _settings(ctx)
+    producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
+    if stopping is not None:
+        _on_sigterm(lambda: (stopping.set(), producer.request_stop()))
     try:
-        producer = build_producer(settings, _database_url(ctx, database_url))
-        if stopping is not None:
-            _on_sigterm(lambda: (stopping.set(), producer.request_stop()))
-        try:
-            recrawler = build_recrawler(settings, producer.wiki, producer.conn)
-            report = recrawler.run(since=since, dry_run=dry_run)
-            click.echo(("would apply " if dry_run else "applied ") + report.summary())
-            if dry_run:
-                for label, titles in (("article added", report.pages_added),
-                                      ("article changed", report.pages_updated),
-                                      ("article removed", report.pages_removed),
-                                      ("file changed", report.files_changed)):
-                    for title in titles:
-                        click.echo(f"  {label}: {title}")
-                return
-            producer.dispatch()
-            if wait:
-                _drain(producer)
-        finally:
-            producer.close()
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+        recrawler = build_recrawler(settings, producer.wiki, producer.conn)
+        report = recrawler.run(since=since, dry_run=dry_run)
+        click.echo(("would apply " if dry_run else "applied ") + report.summary())
+        if dry_run:
+            for label, titles in (("article added", report.pages_added),
+                                  ("article changed", report.pages_updated),
+                                  ("article removed", report.pages_removed),
+                                  ("file changed", report.files_changed)):
+                for title in titles:
+                    click.echo(f"  {label}: {title}")
+            return
+        producer.dispatch()
+        if wait:
+            _drain(producer)
+    finally:
+        producer.close()
 
 
 @cli.command()
@@ -394,28 +434,25 @@ def rehash(ctx: click.Context, database_url: str | None, width: str, limit: int 
     from pipeline.runtime import build_wiki
 
     settings = _settings(ctx)
+    client = redis.Redis.from_url(settings.broker_url)
+    get = functools.partial(
+        fetch.download, fetch.new_session(settings.user_agent),
+        max_bytes=settings.max_bytes, timeout=settings.fetch_timeout,
+        slots=politeness.DownloadSlots(client, settings.max_downloads),
+        bandwidth=politeness.Bandwidth(client, settings.max_mbits * 1_000_000 / 8))
+
+    def download(info) -> tuple[bytes, str]:
+        hosts = {fetch.host_of(u) for u in (info.url, info.thumb_url) if u}
+        if info.thumb_url:
+            return get(info.thumb_url, allowed_hosts=hosts).data, "thumb"
+        return get(info.url, allowed_hosts=hosts).data, "original"
+
+    conn = storage.connect(_database_url(ctx, database_url))
     try:
-        client = redis.Redis.from_url(settings.broker_url)
-        get = functools.partial(
-            fetch.download, fetch.new_session(settings.user_agent),
-            max_bytes=settings.max_bytes, timeout=settings.fetch_timeout,
-            slots=politeness.DownloadSlots(client, settings.max_downloads),
-            bandwidth=politeness.Bandwidth(client, settings.max_mbits * 1_000_000 / 8))
-
-        def download(info) -> tuple[bytes, str]:
-            hosts = {fetch.host_of(u) for u in (info.url, info.thumb_url) if u}
-            if info.thumb_url:
-                return get(info.thumb_url, allowed_hosts=hosts).data, "thumb"
-            return get(info.url, allowed_hosts=hosts).data, "original"
-
-        conn = storage.connect(_database_url(ctx, database_url))
-        try:
-            report = rehashing.rehash(conn, build_wiki(settings), int(width), download,
-                                      limit=limit)
-        finally:
-            conn.close()
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+        report = rehashing.rehash(conn, build_wiki(settings), int(width), download,
+                                  limit=limit)
+    finally:
+        conn.close()
     click.echo(f"re-hashed {report.rehashed} files at {width} px; kept the old hash of"
                f" {report.kept}; {report.left} left")
 
@@ -442,8 +479,31 @@ def _crawl_from_dumps(settings: config.Settings, producer, spec: str, replace: b
 
 
 def _drain(producer) -> None:
-    """Wait until nothing is pending, re-sending lost work, with progress on stderr."""
-    if producer.drain(progress=lambda counts: click.echo(_status_line(counts), err=True)):
+    """Wait until nothing is pending, re-sending lost work, with progress on stderr; stop
+    with the command to run when no worker consumes the queues (pipeline.consumers)."""
+    from pipeline import celeryapp, consumers
+
+    settings = _settings(click.get_current_context())
+    app = celeryapp.create_app(settings)
+
+    setting = next(s for s in config.SETTINGS if s.name == "broker_url")
+    watch = consumers.Watch(lambda: consumers.consumed_queues(app),
+                            config.mask(setting, settings.broker_url),
+                            say=lambda line: click.echo(line, err=True))
+
+    from pipeline import progress as progressing
+
+    tracker, shown = progressing.Tracker(), progressing.display(sys.stderr)
+
+    def progress(counts: dict) -> None:
+        shown.show(tracker.update(counts, walk_done=True))
+        watch(counts)
+
+    try:
+        drained = producer.drain(progress=progress)
+    finally:
+        shown.finish()
+    if drained:
         click.echo("nothing pending")
 
 
@@ -461,11 +521,13 @@ def _status_line(counts: dict) -> str:
 
 @cli.command()
 @database_option
-@click.option("--watch", is_flag=True, help="Refresh every few seconds with a progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option("--watch", is_flag=True,
+              help="Follow the crawl until it is complete: one line redrawn on a terminal, "
+                   "a line per meaningful change elsewhere.")
+@json_option("Print the counts as JSON.")
 @click.pass_context
 def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: bool) -> None:
-    """Crawl progress: articles walked, files by state, rate over the last minute, ETA.
+    """Crawl progress: articles walked, files by state; with --watch, rate and ETA of this crawl.
 
     \b
     Example:
@@ -475,17 +537,14 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
 
     from pipeline import ledger, storage
 
-    url = _database_url(ctx, database_url)
+    url = _database_url(ctx, database_url, prepared=True)
 
     def read() -> dict:
-        try:
-            with storage.connection(url) as conn:
-                counts = ledger.counts(conn)
-                counts["walk"] = ledger.get_state(conn, "walk")
-                counts["last_crawl"] = ledger.get_state(conn, "last_crawl")
-                return counts
-        except WikihashError as exc:
-            raise click.ClickException(str(exc)) from None
+        with storage.connection(url) as conn:
+            counts = ledger.counts(conn)
+            counts["walk"] = ledger.get_state(conn, "walk")
+            counts["last_crawl"] = ledger.get_state(conn, "last_crawl")
+            return counts
 
     if not watch:
         counts = read()
@@ -497,37 +556,96 @@ def status(ctx: click.Context, database_url: str | None, watch: bool, as_json: b
                                    "in progress" if walk else "not started"))
             click.echo(_status_line(counts))
         return
-    previous = None
-    while True:
-        counts = read()
-        done = counts["files"] - counts["pending"]
-        total = max(1, counts["files"])
-        bar = "#" * int(40 * done / total)
-        line = f"[{bar:<40}] {100 * done / total:5.1f}%  {_status_line(counts)}"
-        if line != previous:
-            click.echo("\r" + line, nl=False)
-            previous = line
-        time.sleep(2)
+    from pipeline import progress
+
+    tracker, shown = progress.Tracker(), progress.display(sys.stdout)
+    try:
+        while True:
+            counts = read()
+            snap = tracker.update(counts, walk_done=bool((counts["walk"] or {}).get("done")))
+            shown.show(snap)
+            if snap.complete:
+                return
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shown.finish()
+
+
+@cli.command()
+@database_option
+@click.option("--state", type=click.Choice(["failed", "missing", "unsupported", "pending"]),
+              default="failed", show_default=True, help="Which files to list.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@json_option()
+@click.pass_context
+def files(ctx: click.Context, database_url: str | None, state: str, limit: int,
+          as_json: bool) -> None:
+    """List the files in a state, with the reason, the attempts and the articles using them.
+
+    \b
+    Example:
+        wikihash files --state failed
+        wikihash files --state missing --json
+    """
+    from pipeline import retry, storage
+
+    url = _database_url(ctx, database_url, prepared=True)
+    with storage.connection(url) as conn:
+        total, rows = retry.listing(conn, state, limit=limit)
+    if as_json:
+        click.echo(json.dumps({"state": state, "total": total, "files": rows}))
+        return
+    shown = f", the first {len(rows)} by title" if len(rows) < total else ""
+    click.echo(f"{total} file{'' if total == 1 else 's'} {state}{shown}")
+    for row in rows:
+        tries = f"{row['attempts']} attempt{'' if row['attempts'] == 1 else 's'}"
+        used = f"{row['articles']} article{'' if row['articles'] == 1 else 's'}"
+        click.echo(f"  {row['title']}: {row['reason'] or 'no reason recorded'} ({tries}, {used})")
+    if state == "failed" and total:
+        click.echo("try them again with: wikihash retry --failed")
+
+
+@cli.command(name="retry")
+@database_option
+@click.option("--failed", "failed", is_flag=True, required=True,
+              help="Try the failed files again (required: says what is retried).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until they are settled again.")
+@workers_option
+@click.pass_context
+def retry_command(ctx: click.Context, database_url: str | None, failed: bool, wait: bool,
+                  workers: int) -> None:
+    """Send the failed files to the workers again (a file whose API lookup failed is looked
+    up again first).
+
+    \b
+    Example:
+        wikihash retry --failed --workers 2
+    """
+    from pipeline import ledger, ownworkers, retry
+    from pipeline.runtime import build_producer
+
+    settings = _settings(ctx)
+    producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
+    ctx.with_resource(ownworkers.running(workers if wait else 0))
+    try:
+        with producer.conn:
+            reset, unresolved = retry.reset_failed(producer.conn)
+            infos = producer.wiki.file_info(unresolved, settings.thumb_width) \
+                if unresolved else []
+            ledger.refresh_files(producer.conn, infos)
+        click.echo(f"{reset + len(unresolved)} failed files to try again "
+                   f"({len(unresolved)} looked up on the wiki again)")
+        producer.dispatch()
+        if wait:
+            _drain(producer)
+    finally:
+        producer.close()
 
 
 # -- search, serve, export (issue 7) ------------------------------------------------------------
-
-
-def _query_bytes(settings: config.Settings, image: str, allow_hosts: tuple[str, ...]) -> bytes:
-    """The bytes of IMAGE: a local file, or an http(s) URL fetched within the crawl's limits."""
-    if image.startswith(("http://", "https://")):
-        from pipeline import safeurl
-
-        fetched = safeurl.fetch(image, max_bytes=settings.max_bytes,
-                                timeout=settings.fetch_timeout,
-                                allow_hosts=safeurl.normalise_allow(allow_hosts))
-        return fetched.data
-    from pipeline import localfile
-
-    try:
-        return localfile.read_bounded(image, settings.max_bytes)
-    except WikihashError as exc:
-        raise click.ClickException(f"{image}: {exc}") from None
 
 
 allow_host_option = click.option(
@@ -541,11 +659,12 @@ allow_host_option = click.option(
 @click.option("--max-distance", type=click.IntRange(0, 16), default=None,
               help="Largest Hamming distance in bits, at most 16 (search.MAX_USEFUL_DISTANCE)"
               " [default: 8, measured in docs/search.md].")
-@click.option("--nearest", type=click.IntRange(1, 1000), metavar="K",
-              help="List the K nearest files instead of those within --max-distance.")
+@click.option("--nearest", cls=ResultCount, type=click.IntRange(min=1), metavar="K",
+              help="List the K (1..{most}) nearest files instead of those within "
+                   "--max-distance.")
 @click.option("--plain", is_flag=True, help="Probe the canonical hash only (no query variants).")
 @allow_host_option
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@json_option("Print the result as one JSON object.")
 @click.pass_context
 def search(ctx: click.Context, image: str, database_url: str | None, max_distance: int | None,
            nearest: int | None, plain: bool, allow_hosts: tuple[str, ...],
@@ -560,47 +679,43 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
         wikihash search photo.jpg
         wikihash search https://example.org/picture.png --nearest 5 --json
     """
+    from pipeline import safeurl, sandbox, storage
     from pipeline import search as searching
-    from pipeline import storage
 
     settings = _settings(ctx)
     distance = searching.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
-    from pipeline import sandbox
 
     try:
-        data = _query_bytes(settings, image, allow_hosts)
-        canonical, probes = sandbox.query_variants(
-            data, ("original",) if plain else searching.variants.DEFAULT_VARIANTS)
-        with storage.connection(_database_url(ctx, database_url)) as conn:
-            result = searching.search_hashes(conn, canonical.int64, probes,
-                                             max_distance=distance, nearest=nearest)
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+        data = searching.query_bytes(image, max_bytes=settings.max_bytes,
+                                     timeout=settings.fetch_timeout,
+                                     allow_hosts=safeurl.normalise_allow(allow_hosts))
+    except ForbiddenURL as exc:
+        hint = ""
+        if "address" in str(exc):
+            host = urlsplit(image).netloc.rsplit("@", 1)[-1]
+            hint = f"; to search a server of your own there, add --allow-host {host}"
+        raise click.ClickException(f"{exc}{hint}") from None
+    canonical, probes = sandbox.query_variants(
+        data, ("original",) if plain else searching.variants.DEFAULT_VARIANTS)
+    with storage.connection(_database_url(ctx, database_url, prepared=True)) as conn:
+        result = searching.search_hashes(conn, canonical.int64, probes,
+                                         max_distance=distance, nearest=nearest)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
-    scope = f"the {nearest} nearest" if nearest else f"within {distance} bits"
-    click.echo(f"query {result.hash}: {len(result.matches)} files {scope}")
+    click.echo(f"query {result.hash}: " + searching.describe_count(len(result.matches), nearest,
+                                                                   distance))
     if result.note:
         click.echo(f"note: {result.note}")
     for match in result.matches:
         how = "" if match.variant == "original" else f"  (as {match.variant})"
+        if match.distance > searching.DEFAULT_MAX_DISTANCE:
+            how += f"  (not similar: {match.distance} bits apart)"
         click.echo(f"{match.distance:>3}  {match.title}{how}")
         for article in match.articles:
             click.echo(f"       {article.title}  {article.url}")
         if not match.articles:
             click.echo("       (no article uses it)")
-
-
-def _is_loopback(address: str) -> bool:
-    import ipaddress
-
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 @cli.command()
@@ -626,7 +741,7 @@ def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
     from pipeline import safeurl, web
 
     settings = _settings(ctx)
-    if not _is_loopback(address) and not config.credentials_ok(settings.serve_auth):
+    if not web.is_loopback(address) and not config.credentials_ok(settings.serve_auth):
         raise click.ClickException(
             f"{address} is reachable beyond this machine: set WIKIHASH_SERVE_AUTH=user:password")
     app = web.create_app(web.WebSettings(
@@ -636,6 +751,65 @@ def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
         served_names=web.LOOPBACK_NAMES | {address, *server_names}))
     click.echo(f"wikihash: serving http://{address}:{port}/", err=True)
     web.serve(app, address, port)
+
+
+@cli.command()
+@database_option
+@click.option("--max-distance", type=click.IntRange(0, 8), default=4, show_default=True,
+              help="Link two files whose hashes differ in at most this many bits (at most 8).")
+@click.option("--min-size", type=click.IntRange(min=2), default=2, show_default=True,
+              help="List clusters of at least this many files.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per cluster, per line.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV, one row per file.")
+@click.pass_context
+def duplicates(ctx: click.Context, database_url: str | None, max_distance: int, min_size: int,
+               as_json: bool, as_csv: bool) -> None:
+    """Clusters of near-duplicate files: hashes within --max-distance bits, linked transitively.
+
+    Low-information hashes (flat images, stripes) are left out. Largest clusters first, each
+    file with its repository, size, SHA-1 and up to 20 of the articles using it.
+
+    \b
+    Example:
+        wikihash duplicates --max-distance 3 --min-size 3 --csv > clusters.csv
+    """
+    from pipeline import duplicates as dups
+    from pipeline import storage
+
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
+    try:
+        with storage.connection(_database_url(ctx, database_url)) as conn:
+            clusters = dups.find_clusters(conn, max_distance=max_distance, min_size=min_size)
+    except WikihashError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        for cluster in clusters:
+            click.echo(json.dumps(cluster.to_dict()))
+        return
+    if as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["cluster", "size", "file_id", "title", "repo", "bytes", "sha1", "hash",
+                         "article_count", "articles"])
+        for n, cluster in enumerate(clusters, 1):
+            for f in cluster.files:
+                writer.writerow([n, cluster.size, f.file_id, f.title, f.repo, f.size, f.sha1,
+                                 f.hash, f.article_count, "|".join(f.articles)])
+        return
+    click.echo(f"{len(clusters)} clusters within {max_distance} bits"
+               f" of at least {min_size} files")
+    for n, cluster in enumerate(clusters, 1):
+        click.echo(f"cluster {n}: {cluster.size} files")
+        for f in cluster.files:
+            click.echo(f"  {f.hash}  {f.title}  {f.repo or '-'}  {f.size or 0:,} bytes"
+                       f"  sha1 {f.sha1 or '-'}")
+            more = f.article_count - len(f.articles)
+            for title in f.articles:
+                click.echo(f"      {title}")
+            if more:
+                click.echo(f"      ... and {more} more articles")
 
 
 @cli.command()
@@ -654,10 +828,7 @@ def export(ctx: click.Context, database_url: str | None, out: Path) -> None:
     """
     from pipeline import export as exporting
 
-    try:
-        result = exporting.export(_database_url(ctx, database_url), out,
-                                  progress=lambda line: click.echo(line, err=True))
-    except WikihashError as exc:
-        raise click.ClickException(str(exc)) from None
+    result = exporting.export(_database_url(ctx, database_url), out,
+                              progress=lambda line: click.echo(line, err=True))
     for name, size in result.files.items():
         click.echo(f"{out / name}  {size:,} bytes")

@@ -1,8 +1,9 @@
 """Settings: the only module that reads the environment.
 
 Every setting is declared once in `SETTINGS` (name, variable, type, default, help); `load()` builds
-one frozen `Settings` from `os.environ`, `wikihash config` prints from the same table, and a bad
-value raises `ConfigError` naming the variable.
+one frozen `Settings` from `os.environ` (and the env file WIKIHASH_ENV_FILE names, under it),
+`wikihash config` prints from the same table, and a bad value raises `ConfigError` naming the
+variable. An empty value means the default, as Compose's `.env` files leave variables empty.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pipeline import __version__
+from pipeline import __version__, envfile
 from pipeline.errors import ConfigError
 
 # Wikimedia's thumbnail steps; the API scales to any width, but only these are pre-rendered and
@@ -66,6 +67,13 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
+def _api_url(raw: str) -> str:
+    raw = _url("http", "https")(raw)
+    if not urlsplit(raw).path.endswith("/api.php"):
+        raise ValueError("must be the wiki's api.php URL, e.g. https://wiki.example.org/w/api.php")
+    return raw
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -76,7 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("broker_url", "WIKIHASH_BROKER_URL", _url("redis", "rediss"),
             "redis://127.0.0.1:6379/0", "Redis: Celery broker and the shared politeness limiter",
             secret=True),
-    Setting("api_url", "WIKIHASH_API_URL", _url("http", "https"),
+    Setting("api_url", "WIKIHASH_API_URL", _api_url,
             "https://en.wikipedia.org/w/api.php", "the wiki's api.php"),
     Setting("user_agent", "WIKIHASH_USER_AGENT", _text, DEFAULT_USER_AGENT,
             "User-Agent: name/version (contact); a contact is required for Wikimedia wikis"),
@@ -126,10 +134,10 @@ Settings.__module__ = __name__
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Build `Settings` from `environ` (default `os.environ`); a bad value raises `ConfigError`."""
-    environ = os.environ if environ is None else environ
+    environ = envfile.merged(os.environ if environ is None else environ)
     values = {}
     for setting in SETTINGS:
-        raw = environ.get(setting.env, setting.default)
+        raw = environ.get(setting.env) or setting.default
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pipeline import ledger, timestamps
+from pipeline import ledger, timestamps, wikiowner
 from pipeline.errors import StorageError
 from pipeline.ledger import LAST_CRAWL, WALK, Job
 from pipeline.storage import Connection, transaction
@@ -152,6 +152,7 @@ class Producer:
     def _record_site(self) -> str | None:
         """Store the wiki's facts; returns the wiki's current time."""
         info = self.wiki.siteinfo()
+        wikiowner.check(self.conn, info, self.wiki.api_url)
         ledger.set_wiki_info(self.conn, site_facts(info, self.wiki.api_url))
         return info.get("time")
 
@@ -217,7 +218,7 @@ class Producer:
 
 def site_facts(info: dict, api_url: str) -> dict[str, str]:
     """The wiki facts the ledger keeps, from siteinfo's general part."""
-    facts = {k: str(info[k]) for k in ("sitename", "server", "articlepath", "generator")
-             if k in info}
+    facts = {k: str(info[k]) for k in ("sitename", "server", "articlepath", "generator",
+                                       "wikiid") if k in info}
     facts["api_url"] = api_url
     return facts

@@ -21,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline import ledger, timestamps
+from pipeline import ledger, timestamps, wikiowner
 from pipeline.errors import WikihashError
 from pipeline.ledger import LAST_CRAWL, RECRAWL
 from pipeline.storage import Connection, transaction
@@ -135,7 +136,9 @@ class Recrawler:
         if not since:
             raise WikihashError("no completed crawl to update: run `wikihash crawl` first, "
                                 "or give --since")
-        until = self.wiki.siteinfo().get("time") or timestamps.now()
+        info = self.wiki.siteinfo()
+        wikiowner.check(self.conn, info, self.wiki.api_url)
+        until = info.get("time") or timestamps.now()
         stage: Stage = "feed"
         if timestamps.parse(until) - timestamps.parse(since) > self.feed_max_age:
             log.info("the last crawl (%s) is older than the change feed keeps", since)
@@ -271,3 +274,28 @@ def _affected(rows: list[dict]) -> tuple[set[str], set[int], set[str]]:
     titles.discard("")
     files.discard("")
     return titles, ids, files
+
+
+def wait_for_first_crawl(url: str, stopping: threading.Event, say: Callable[[str], None],
+                         poll: float = 10.0) -> bool:
+    """Wait until a first crawl has completed its walk, saying so (through `say`) every
+    minute; False if `stopping` is set first."""
+    import time
+
+    from pipeline import storage
+    from pipeline.ledger import WALK
+
+    said: float | None = None
+    while not stopping.is_set():
+        try:
+            with storage.connection(url) as conn:
+                if ledger.get_state(conn, LAST_CRAWL):
+                    return True
+                why = "walk " + ("in progress" if ledger.get_state(conn, WALK) else "not started")
+        except WikihashError as exc:
+            why = str(exc)
+        if said is None or time.monotonic() - said >= 60:
+            say(f"waiting for the first crawl to complete before re-crawling ({why})")
+            said = time.monotonic()
+        stopping.wait(poll)
+    return False

@@ -40,7 +40,9 @@ DEFAULT_MAX_DISTANCE = 8
 # probe at 1M files, every one of them wrong, and each probe costs far more past it (~330 ms at
 # 32 bits). Recall stops growing at 10-12 bits (docs/search.md).
 MAX_USEFUL_DISTANCE = 16
-MAX_RESULTS = 200  # files listed for one query at most; more is noise, not an answer
+# Files listed for one query at most; more is noise, not an answer. The one bound on results:
+# `wikihash search --nearest` and the web API's `nearest` accept 1..MAX_RESULTS.
+MAX_RESULTS = 200
 LOW_INFORMATION_CAP = 20  # files listed for a low-information query
 
 
@@ -127,10 +129,15 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
     """Search for the hash `int64` (and `probes`, its variants); nearest K when `nearest`."""
     if max_distance < 0 or max_distance > MAX_USEFUL_DISTANCE:
         raise ValueError(f"max_distance must be within 0..{MAX_USEFUL_DISTANCE}")
-    if nearest is not None and nearest < 1:
-        raise ValueError("nearest must be at least 1")
+    if nearest is not None and not 1 <= nearest <= MAX_RESULTS:
+        raise ValueError(f"nearest must be within 1..{MAX_RESULTS}")
     probes = probes or [variants.Variant("original", int64)]
-    low = imaging.is_low_information(int64)
+    # A variant with almost no information (the trimmed middle of a flag...) floods the list
+    # as the query itself would: the note and the cap consider every hash probed.
+    low_hashes = [p for p in probes if imaging.is_low_information(p.int64)]
+    if imaging.is_low_information(int64) and not any(p.int64 == int64 for p in low_hashes):
+        low_hashes.insert(0, variants.Variant("original", int64))
+    low = bool(low_hashes)
     cap = LOW_INFORMATION_CAP if low else MAX_RESULTS
     limit = min(nearest, cap) if nearest else cap
     best: dict[int, tuple[int, str]] = {}  # file_id -> (distance, variant)
@@ -150,11 +157,14 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
     matches = _describe(conn, ranked)
     note = None
     if low:
+        which = ", ".join(f"{imaging.int64_to_hex(p.int64)}"
+                          + ("" if p.name == "original" else f" of its {p.name} variant")
+                          for p in low_hashes)
         note = ("this image carries little information for dhash (hash"
-                f" {imaging.int64_to_hex(int64)} is nearly all zeros or all ones: flat images,"
+                f" {which} is nearly all zeros or all ones: flat images,"
                 " stripes); it matches many"
                 f" unrelated files, so at most {LOW_INFORMATION_CAP} are listed")
-    elif truncated:
+    elif truncated and not nearest:  # --nearest K lists K by design: nothing was cut
         note = f"more than {limit} files matched; the {limit} nearest are listed"
     return SearchResult(hash=imaging.int64_to_hex(int64), int64=int64, low_information=low,
                         max_distance=None if nearest else max_distance, nearest=nearest,
@@ -190,6 +200,16 @@ def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> li
             url = article_url(server, articlepath, page)
             match.articles.append(Article(page, url))
     return list(matches.values())
+
+
+def describe_count(found: int, nearest: int | None, max_distance: int) -> str:
+    """'1 file within 8 bits', 'the 5 nearest files', '2 files of the 5 nearest asked'."""
+    files = "file" if found == 1 else "files"
+    if nearest is None:
+        return f"{found} {files} within {max_distance} bits"
+    if found == nearest:
+        return f"the {nearest} nearest {files}" if nearest > 1 else "the nearest file"
+    return f"{found} {files} of the {nearest} nearest asked"
 
 
 def stats(conn: Connection) -> dict:
@@ -229,3 +249,21 @@ def _nearest(cur, int64: int, k: int) -> list[tuple[int, int]]:
     cur.execute("SELECT file_id, dhash <-> %s FROM bktree_nearest(NULL::files, 'dhash', %s, %s)",
                 (int64, int64, k))
     return cur.fetchall()
+
+
+def query_bytes(source: str, *, max_bytes: int, timeout: float,
+                allow_hosts: frozenset[str] = frozenset()) -> bytes:
+    """The bytes of a query image: a local file, or an http(s) URL fetched within the crawl's
+    limits (`pipeline.safeurl`). A local file's error names the file."""
+    if source.startswith(("http://", "https://")):
+        from pipeline import safeurl
+
+        return safeurl.fetch(source, max_bytes=max_bytes, timeout=timeout,
+                             allow_hosts=allow_hosts).data
+    from pipeline import localfile
+    from pipeline.errors import WikihashError
+
+    try:
+        return localfile.read_bounded(source, max_bytes)
+    except WikihashError as exc:
+        raise type(exc)(f"{source}: {exc}") from None

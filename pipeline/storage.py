@@ -197,6 +197,32 @@ def migrate(url: str, *, create: bool = True, sql_dir: Path = SQL_DIR) -> list[M
     return applied
 
 
+def require_prepared(url: str) -> None:
+    """Raise StorageError in one line, saying what to run, unless `wikihash db init` has
+    prepared the database at `url` with every migration this version has."""
+    from pipeline.config import SETTINGS, mask
+
+    shown = mask(next(s for s in SETTINGS if s.name == "database_url"), url)
+    try:
+        conn = connect(url)
+    except StorageError as exc:
+        if "does not exist" in str(exc):
+            raise StorageError(f"the database {shown} does not exist: run `wikihash db init`"
+                               " (it creates the database; ops/up runs it)") from None
+        raise
+    try:
+        with conn:
+            missing = [m.name for m in migrations() if m.version not in applied_versions(conn)]
+    except psycopg2.Error as exc:
+        raise StorageError(_first_line(exc)) from exc
+    finally:
+        conn.close()
+    if missing:
+        what = "has not been prepared" if len(missing) == len(migrations()) else \
+            f"lacks the migration{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+        raise StorageError(f"the database {shown} {what}: run `wikihash db init`")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -48,7 +48,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pipeline import safeurl, sandbox, search
+from pipeline import duplicates, safeurl, sandbox, search
 from pipeline.errors import (
     FetchError,
     FetchTimeout,
@@ -69,6 +69,18 @@ BODY_IDLE = 10.0  # seconds without a byte of body before the request is dropped
 BODY_TIMEOUT = 60.0  # seconds for a whole body
 RETRY_AFTER = 2  # seconds, sent with every 503
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback(address: str) -> bool:
+    """Whether listening on `address` stays on this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 # The page loads its own script and style only; thumbnails come from the wiki's servers.
 SECURITY_HEADERS = (
     (b"content-security-policy", b"default-src 'self'; img-src 'self' https: http: data: blob:;"
@@ -351,6 +363,24 @@ def create_app(settings: WebSettings) -> Starlette:
     async def api_stats(request: Request) -> JSONResponse:
         return JSONResponse(await db_lane.run(database.call, search.stats))
 
+    async def api_duplicates(request: Request) -> JSONResponse:
+        # Computed on each request (a full pass over the ledger: minutes at millions of
+        # files, see docs/benchmarks.md); ?max_distance=0..8&min_size=2..&limit=1..500.
+        try:
+            query = request.query_params
+            distance = int(query.get("max_distance", duplicates.DEFAULT_MAX_DISTANCE))
+            min_size = int(query.get("min_size", 2))
+            limit = int(query.get("limit", 50))
+        except ValueError:
+            return _error("max_distance, min_size and limit must be integers", 400)
+        if not (0 <= distance <= duplicates.MAX_DISTANCE and min_size >= 2 and 1 <= limit <= 500):
+            return _error(f"max_distance must be 0..{duplicates.MAX_DISTANCE}, min_size at least"
+                          " 2 and limit 1..500", 400)
+        clusters = await db_lane.run(database.call, duplicates.find_clusters,
+                                     max_distance=distance, min_size=min_size, limit=limit)
+        return JSONResponse({"max_distance": distance, "min_size": min_size,
+                             "clusters": [c.to_dict() for c in clusters]})
+
     async def api_search(request: Request) -> JSONResponse:
         content_type = request.headers.get("content-type", "").lower()
         upload: bytes | None = None
@@ -384,8 +414,9 @@ def create_app(settings: WebSettings) -> Starlette:
         except ValueError:
             return _error("max_distance and nearest must be integers", 400)
         top = search.MAX_USEFUL_DISTANCE
-        if not 0 <= max_distance <= top or (nearest is not None and not 1 <= nearest <= 100):
-            return _error(f"max_distance must be 0..{top} and nearest 1..100", 400)
+        most = search.MAX_RESULTS
+        if not 0 <= max_distance <= top or (nearest is not None and not 1 <= nearest <= most):
+            return _error(f"max_distance must be 0..{top} and nearest 1..{most}", 400)
         url = fields.get("url", "")
         if upload:
             data, source = upload, "upload"
@@ -429,6 +460,9 @@ def create_app(settings: WebSettings) -> Starlette:
         Route("/", page),
         Route("/api/search", api_search, methods=["POST"]),
         Route("/api/stats", api_stats),
+        Route("/api/duplicates", api_duplicates),
+        Route("/favicon.ico", lambda request: FileResponse(STATIC / "favicon.svg",
+                                                           media_type="image/svg+xml")),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(

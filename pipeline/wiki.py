@@ -2,7 +2,9 @@
 
 Every call goes through `Wiki.call`, which adds `maxlag` (mwclient adds it only to index.php),
 waits out 429, 503 and maxlag answers for as long as Retry-After says, retries dropped
-connections with backoff, and maps mwclient and requests errors to `pipeline.errors`.
+connections with backoff, and maps mwclient and requests errors to `pipeline.errors`. A wiki that
+cannot be reached is named with the cause at once (`unreachable`): a name that does not resolve
+is not retried, a refused connection only `UNREACHABLE_ATTEMPTS` times.
 Calls are serial: one `Wiki` never has two requests in flight.
 """
 
@@ -23,6 +25,7 @@ from pipeline.politeness import check_user_agent, retry_after
 
 log = logging.getLogger(__name__)
 
+UNREACHABLE_ATTEMPTS = 3  # tries of a refused connection: a restarting server, not a wrong URL
 IMAGEINFO_BATCH = 50  # titles per imageinfo request, and scaled images per response
 HASHABLE_MEDIA = {"BITMAP", "DRAWING"}
 
@@ -121,10 +124,16 @@ class Wiki:
                     raise
                 wait = exc.retry_after
             except WikiError as exc:
-                if not exc.retryable or attempt == self.max_attempts:
+                limit = min(self.max_attempts, getattr(exc, "max_attempts", self.max_attempts))
+                if not exc.retryable or attempt >= limit:
                     raise
                 wait = delay
                 delay = min(delay * 2, 60.0)
+                log.warning("%s; trying again in %.1f s (attempt %d of %d)", exc, wait,
+                            attempt, limit)
+                self.stats.waited += wait
+                self._sleep(wait)
+                continue
             else:
                 return answer
             log.warning("API busy (attempt %d), waiting %.1f s", attempt, wait)
@@ -147,7 +156,7 @@ class Wiki:
             # mwclient saw X-Database-Lag and would sleep itself; we own the waiting.
             raise RateLimited("maxlag", self._retry_after(5.0)) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise WikiError(f"API unreachable: {type(exc).__name__}") from None
+            raise unreachable(self.api_url, exc) from None
         except mwclient.errors.InvalidResponse as exc:
             raise WikiError(f"the API answered something that is not JSON: {exc!s:.80}") \
                 from None
@@ -337,6 +346,34 @@ class Wiki:
         infos.extend(FileInfo(t, "failed", reason="not in the API's answer")
                      for t in titles if t not in answered)
         return infos
+
+
+def unreachable(api_url: str, exc: BaseException) -> WikiError:
+    """A WikiError naming the host and the cause; only what may pass by itself is retryable."""
+    host = urlsplit(api_url).netloc
+    reason = exc
+    while getattr(reason, "reason", None) is not None and reason is not reason.reason:
+        reason = reason.reason  # requests -> urllib3 MaxRetryError -> the connection's error
+    text = str(reason)
+    attempts = None
+    if isinstance(exc, requests.Timeout):
+        cause, retryable = "no answer in time", True
+    elif "Failed to resolve" in text or "Name or service not known" in text \
+            or "nodename nor servname" in text:
+        cause, retryable = "its name does not resolve (DNS)", \
+            "Temporary failure in name resolution" in text
+        attempts = UNREACHABLE_ATTEMPTS
+    elif "Connection refused" in text:
+        cause, retryable, attempts = "connection refused", True, UNREACHABLE_ATTEMPTS
+    elif "reset" in text.lower() or "aborted" in text.lower():
+        cause, retryable = "the connection was cut", True
+    else:
+        cause, retryable = text.split(": ", 1)[-1][:120] or type(exc).__name__, True
+    error = WikiError(f"cannot reach the wiki at {host} ({api_url}): {cause}")
+    error.retryable = retryable
+    if attempts is not None:
+        error.max_attempts = attempts
+    return error
 
 
 def _merge_pages(answer: dict, pages: dict[int, dict], *, articles_only: bool = False) -> None:

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "tests" / "data"  # the images the tests use, with their licences
 
 # The server the tests create their databases on; CI starts one on 127.0.0.1:5432.
 ADMIN_URL = os.environ.get(
@@ -78,10 +78,7 @@ def db_url(make_database: Callable[..., str]) -> str:
 
 @pytest.fixture
 def corpus() -> Path:
-    """The shared image corpus; tests that need it skip with a reason where it is absent."""
-    images = CORPUS / "images"
-    if not images.is_dir():
-        pytest.skip(f"shared corpus not found at {CORPUS} (it sits beside the repository)")
+    """The image corpus shipped in tests/data (images/ and MANIFEST.tsv with their licences)."""
     return CORPUS
 
 

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 from pipeline import config
 from pipeline.cli import cli
 from pipeline.errors import ConfigError
+from tests.conftest import ROOT
 
 
 def test_defaults_run_on_one_machine():
@@ -57,3 +58,77 @@ def test_config_command_bad_value_is_one_line(monkeypatch):
         "Error: WIKIHASH_THUMB_WIDTH='301': must be one of the standard widths "
         "20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840"
     ]
+
+
+def test_an_empty_value_means_the_default():
+    settings = config.load({"WIKIHASH_THUMB_WIDTH": "", "WIKIHASH_DATABASE_URL": ""})
+    assert settings.thumb_width == 120
+    assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/wikihash"
+
+
+@pytest.mark.parametrize("url", ["http://wiki.test/w/nonexistent.php", "http://wiki.test/w/",
+                                 "http://wiki.test/index.php"])
+def test_api_url_must_be_an_api_php_url(url):
+    with pytest.raises(ConfigError, match="WIKIHASH_API_URL=.*api.php URL"):
+        config.load({"WIKIHASH_API_URL": url})
+
+
+def test_env_file_fills_in_what_the_environment_does_not_set(tmp_path):
+    env = tmp_path / "wikihash.env"
+    env.write_text("# the nightly re-crawl\nWIKIHASH_THUMB_WIDTH=330\n"
+                   "export WIKIHASH_MAX_MBITS='2.5'\nWIKIHASH_MAXLAG=7  # seconds\n"
+                   "WIKIHASH_BOT_USER=\n")
+    settings = config.load({"WIKIHASH_ENV_FILE": str(env), "WIKIHASH_MAXLAG": "3"})
+    assert (settings.thumb_width, settings.max_mbits, settings.maxlag) == (330, 2.5, 3)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        config.load({"WIKIHASH_ENV_FILE": str(tmp_path / "absent.env")})
+    env.write_text("not a setting\n")
+    with pytest.raises(ConfigError, match="wikihash.env:1: not a KEY=value line"):
+        config.load({"WIKIHASH_ENV_FILE": str(env)})
+
+
+def test_env_file_option_of_the_cli(tmp_path, monkeypatch):
+    monkeypatch.delenv("WIKIHASH_THUMB_WIDTH", raising=False)
+    monkeypatch.delenv("WIKIHASH_ENV_FILE", raising=False)
+    env = tmp_path / "wikihash.env"
+    env.write_text("WIKIHASH_THUMB_WIDTH=500\n")
+    result = CliRunner().invoke(cli, ["--env-file", str(env), "config"])
+    assert result.exit_code == 0, result.output
+    assert "WIKIHASH_THUMB_WIDTH" in result.output and "  500" in result.output
+
+
+@pytest.mark.parametrize("command", [["worker"], ["crawl"], ["status"], ["recrawl"],
+                                     ["flower"], ["search", "x.png"]])
+def test_a_bad_setting_is_one_line_from_every_command(command):
+    """Real processes: `wikihash worker` used to print a 29-line traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WIKIHASH_THUMB_WIDTH": "abc"}
+    result = subprocess.run([sys.executable, "-m", "pipeline", *command], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "Error: WIKIHASH_THUMB_WIDTH='abc': invalid literal for int() with base 10: 'abc'"]
+
+
+@pytest.mark.parametrize("command", [["crawl"], ["recrawl"], ["status"],
+                                     ["search", "tests/data/images/skimage_text.png"]])
+def test_an_unprepared_database_is_one_line_saying_what_to_run(command, make_database):
+    """It was a psycopg2 traceback: relation "crawl_state" does not exist."""
+    import os
+    import subprocess
+    import sys
+
+    empty = make_database(extension=False)
+    for url, expected in ((empty, "has not been prepared: run `wikihash db init`"),
+                          (empty + "_absent", "does not exist: run `wikihash db init`")):
+        env = {**os.environ, "WIKIHASH_DATABASE_URL": url,
+               "WIKIHASH_API_URL": "http://127.0.0.1:9/w/api.php"}
+        result = subprocess.run([sys.executable, "-m", "pipeline", *command], env=env,
+                                capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: the database postgresql://")
+        assert lines[0].endswith(expected) or expected + " (" in lines[0], lines[0]

@@ -38,3 +38,27 @@ def test_every_setting_is_in_the_readme_with_its_default():
 def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "ops/test" in ci and "ops/test" in README
+
+
+def test_nothing_tracked_depends_on_a_directory_beside_the_clone():
+    """Tests, docs and tools use what the repository holds (tests/data, docs/design.md)."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    shared = "sha" + "red"  # spelt in two so that this file does not match itself
+    outside = (f"../{shared}", f'"{shared}" / "corpus"', f"{shared}/corpus", f"{shared}/design")
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix in (".png", ".jpg", ".gif", ".webp", ".data") or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        for needle in outside:
+            assert needle not in text, f"{name} refers to {needle}"
+
+
+def test_docs_point_at_the_design_note_in_the_repository():
+    assert "docs/design.md" in README
+    design = (ROOT / "docs" / "design.md").read_text()
+    for heading in ("## What is stored", "## What always holds", "## The hash"):
+        assert heading in design

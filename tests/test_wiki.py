@@ -91,3 +91,39 @@ def test_bot_password_login(wiki_model):
         make(server).login("Crawler@wikihash", "s3cret-bot-password")
         with pytest.raises(ApiError, match="login-failed"):
             make(server).login("Crawler@wikihash", "wrong")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_refused_connection_names_the_host_and_cause_and_gives_up_soon():
+    """It was `API busy (attempt N)` for two minutes, then `API unreachable: ConnectionError`."""
+    from pipeline.errors import WikiError
+    from pipeline.wiki import UNREACHABLE_ATTEMPTS, Wiki
+
+    port = _closed_port()
+    sleeps: list[float] = []
+    wiki = Wiki(f"http://127.0.0.1:{port}/w/api.php", "wikihash-test/0.1 (t@example.org)",
+                sleep=sleeps.append)
+    with pytest.raises(WikiError) as caught:
+        wiki.siteinfo()
+    assert str(caught.value) == (f"cannot reach the wiki at 127.0.0.1:{port} "
+                                 f"(http://127.0.0.1:{port}/w/api.php): connection refused")
+    assert len(sleeps) == UNREACHABLE_ATTEMPTS - 1 and sum(sleeps) <= 5
+
+
+def test_a_name_that_does_not_resolve_is_not_retried():
+    from pipeline.errors import WikiError
+    from pipeline.wiki import Wiki
+
+    sleeps: list[float] = []
+    wiki = Wiki("http://no-such-wiki.invalid/w/api.php", "wikihash-test/0.1 (t@example.org)",
+                sleep=sleeps.append, timeout=10)
+    with pytest.raises(WikiError, match=r"no-such-wiki.invalid .*does not resolve") as caught:
+        wiki.siteinfo()
+    assert not caught.value.retryable and sleeps == []

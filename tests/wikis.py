@@ -1,4 +1,4 @@
-"""Fake wikis for crawl tests: articles and files drawn from the shared corpus and generated.
+"""Fake wikis for crawl tests: articles and files drawn from tests/data/images and generated.
 
 `build_wiki()` returns a wiki (with a shared repository) and the truth the crawl must reach.
 """
@@ -14,7 +14,6 @@ from fakewiki.media import generated_image  # noqa: F401 - the tests' import
 from fakewiki.model import file_name
 
 HERE = Path(__file__).resolve().parent
-CORPUS_IMAGES = HERE.parent.parent / "shared" / "corpus" / "images"
 SMALL_IMAGES = HERE / "data" / "images"
 
 
@@ -27,8 +26,7 @@ class Truth:
 
 
 def corpus_files() -> list[tuple[str, bytes]]:
-    folder = CORPUS_IMAGES if CORPUS_IMAGES.is_dir() else SMALL_IMAGES
-    return [(p.name.replace("_", " "), p.read_bytes()) for p in sorted(folder.iterdir())
+    return [(p.name.replace("_", " "), p.read_bytes()) for p in sorted(SMALL_IMAGES.iterdir())
             if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")]
 
 

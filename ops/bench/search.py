@@ -1,7 +1,7 @@
 """Search benchmark: altered copies of a wiki's images, plain dhash against wikihash search.
 
 A wiki is built straight into a fresh PostgreSQL database (no HTTP, no workers, to save time):
-every image of the shared corpus plus `--generated` pictures from `tests/wikis.py`, each used by
+every image of tests/data/images plus `--generated` pictures from `tests/wikis.py`, each used by
 one to three articles. The stored hash is what the crawler stores: the canonical hash
 (`imaging.hash_bytes`) of a thumbnail `WIKIHASH_THUMB_WIDTH` px wide made with Pillow's LANCZOS
 (PNG; JPEG originals as JPEG q80; SVGs rendered by cairosvg at that width; an image no wider is
@@ -42,8 +42,7 @@ from psycopg2.extras import execute_values
 from pipeline import config, imaging, search, storage, variants  # noqa: E402
 from tests.fakewiki.media import generated_image  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "corpus" / "images"
-SMALL_CORPUS = ROOT / "tests" / "data" / "images"  # --tiny, and where ../shared is absent
+CORPUS = ROOT / "tests" / "data" / "images"  # the images the tests ship, with their licences
 ALTERATIONS = ("half-size", "jpeg-q70", "watermark", "bright+15%", "mirrored", "border-5%",
                "crop-5%")
 TARGETS = {"half-size": 95, "jpeg-q70": 95, "watermark": 95, "bright+15%": 95,
@@ -179,9 +178,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="CI size: tests/data's images, 20 generated, radius 8, no --out")
     args = parser.parse_args()
-    corpus = CORPUS if CORPUS.is_dir() else SMALL_CORPUS
+    corpus = CORPUS
     if args.tiny:
-        args.generated, args.radii, args.out, corpus = 20, "8", "", SMALL_CORPUS
+        args.generated, args.radii, args.out, corpus = 20, "8", "", CORPUS
     radii = [int(r) for r in args.radii.split(",")]
     width = config.load().thumb_width
     rnd = random.Random(args.seed)

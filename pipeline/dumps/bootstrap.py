@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import ledger
+from pipeline import ledger, wikiowner
 from pipeline.dumps import loader
 from pipeline.dumps.download import Downloader, open_run
 from pipeline.dumps.mysqldump import Progress
@@ -65,6 +65,7 @@ def crawl_from_dumps(producer: Producer, spec: str, *, user_agent: str, dumps_ur
     if not dbname:
         raise DumpError(f"{wiki.api_url} does not say its database name (siteinfo wikiid)")
     with conn:
+        wikiowner.check(conn, info, wiki.api_url)  # --replace is for this wiki's crawl only
         ledger.set_wiki_info(conn, site_facts(info, wiki.api_url))
         state = ledger.get_state(conn, DUMPS)
         walk = ledger.get_state(conn, WALK)

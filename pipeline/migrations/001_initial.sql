@@ -1,4 +1,4 @@
--- sql/001_initial.sql: the ledger. See ../shared/design.md, "Data model".
+-- sql/001_initial.sql: the ledger. See docs/design.md, "What is stored".
 -- Applied once by `wikihash db init`, inside a transaction.
 
 CREATE EXTENSION IF NOT EXISTS bktree;

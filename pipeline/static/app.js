@@ -57,6 +57,8 @@ drop.addEventListener("drop", (e) => {
   drop.classList.remove("over");
   if (e.dataTransfer.files[0]) choose(e.dataTransfer.files[0]);
 });
+// The browser refuses an invalid URL without a submit: the last answer's message must go too.
+urlInput.addEventListener("invalid", () => { say("", false); results.replaceChildren(); });
 form.addEventListener("submit", (e) => {
   e.preventDefault();
   if (urlInput.value.trim()) { chosen = null; preview.hidden = true; }
@@ -68,6 +70,9 @@ async function search() {
   if (chosen) body.append("image", chosen);
   else if (urlInput.value.trim()) body.append("url", urlInput.value.trim());
   else { say("Pick an image or paste its URL.", true); return; }
+  const radius = document.getElementById("radius").value;
+  const nearest = document.getElementById("nearest").value;
+  if (nearest) body.append("nearest", nearest); else if (radius) body.append("max_distance", radius);
   button.disabled = true;
   say("Searching…", false);
   results.replaceChildren();
@@ -86,17 +91,20 @@ async function search() {
 
 function show(answer) {
   const n = answer.matches.length;
-  const within = answer.nearest ? `the ${answer.nearest} nearest`
-                                : `within ${answer.max_distance} bits`;
+  const files = `file${n === 1 ? "" : "s"}`;
   results.append(el("p", { class: "summary", id: "summary" },
-    n ? `${n} file${n === 1 ? "" : "s"} ${within} of hash ${answer.hash}`
-      : `No image ${within} of hash ${answer.hash}.`));
+    answer.nearest ? (n ? `The ${n} nearest ${files} to hash ${answer.hash}`
+                        : `No image in the index yet.`)
+      : n ? `${n} ${files} within ${answer.max_distance} bits of hash ${answer.hash}`
+        : `No image within ${answer.max_distance} bits of hash ${answer.hash}.`));
   for (const match of answer.matches) {
     const thumb = el("img", { class: "thumb", alt: match.title, loading: "lazy" });
     if (safeUrl(match.thumb_url)) thumb.src = safeUrl(match.thumb_url);
-    const badge = el("span", { class: "distance" + (match.distance === 0 ? " exact" : "") },
-      match.distance === 0 ? "same hash"
-        : `${match.distance} bit${match.distance === 1 ? "" : "s"}`);
+    // A low-information hash (flat, stripes) is shared by unrelated images: never "same".
+    const same = match.distance === 0 && !match.low_information;
+    const bits = `${match.distance} bit${match.distance === 1 ? "" : "s"}`;
+    const badge = el("span", { class: "distance" + (same ? " exact" : "") },
+      same ? "same hash" : match.low_information ? `${bits} · low-information hash` : bits);
     const title = match.file_url ? link(match.file_url, match.title) : match.title;
     const list = el("ul", { class: "articles" });
     for (const article of match.articles) {
@@ -117,3 +125,25 @@ fetch("/api/stats").then((r) => r.json()).then((s) => {
   document.getElementById("stats").textContent =
     `${s.hashed.toLocaleString()} images in ${s.articles.toLocaleString()} articles${wiki}`;
 }).catch(() => {});
+
+// Near-duplicate clusters (GET /api/duplicates), fetched the first time the section is opened.
+document.getElementById("duplicates").addEventListener("toggle", (event) => {
+  const box = document.getElementById("clusters");
+  if (!event.target.open || box.dataset.loaded) return;
+  box.dataset.loaded = "1";
+  box.textContent = "Computing clusters…";
+  fetch("/api/duplicates?limit=20").then((r) => r.json()).then((d) => {
+    box.textContent = "";
+    if (d.error) { box.textContent = d.error; return; }
+    if (!d.clusters.length) { box.textContent = "No near-duplicate clusters."; return; }
+    for (const cluster of d.clusters) {
+      const list = el("ul", { class: "articles" });
+      for (const f of cluster.files) {
+        const used = f.article_count ? ` · used by ${f.article_count} article(s): ${f.articles.join(", ")}` : "";
+        list.append(el("li", {}, `${f.title} · ${f.repo || "-"} · ${f.hash}${used}`));
+      }
+      box.append(el("article", { class: "match" }, el("div", {},
+        el("h2", {}, `${cluster.size} files`), list)));
+    }
+  }).catch(() => { box.textContent = "The clusters could not be fetched."; });
+});

@@ -100,6 +100,7 @@ def environment(database_url: str, broker_url: str, api_url: str, **extra: str) 
         "WIKIHASH_MAX_MBITS": "1000",
         "WIKIHASH_FETCH_TIMEOUT": "10",
         "WIKIHASH_REQUEUE_AFTER": "20",
+        "WIKIHASH_PYTHON": sys.executable,  # ops/up and ops/setup: this environment, no .venv
     })
     env.update(extra)
     return CrawlEnv(env, [])

@@ -3,7 +3,8 @@
 `wikihash serve` runs as a process over the crawled fake wiki, allow-listing the wiki's own
 loopback host; an image uploaded through the page shows the article that uses it; a pasted URL on
 another loopback host is refused as private; the allow-listed one is accepted. The page is saved
-as docs/screenshot-search.png.
+in the test's temporary directory, or where WIKIHASH_SCREENSHOT says (`ops/screenshot` sets it
+to docs/screenshot-search.png: the only way the tracked screenshot is rewritten).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot-search.png"
 
 
 def _free_port() -> int:
@@ -72,10 +72,11 @@ def test_search_page_in_chromium(crawled: Crawled, served: str, tmp_path):  # no
     if not shutil.which(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
-    # A corpus photo used by articles on the wiki itself; a shared-repository file for the URL.
+    # A corpus picture used by articles on the wiki itself; a shared-repository file for the URL.
     name, = next(r for r in crawled.rows(
         "SELECT f.title FROM files f WHERE state = 'hashed' AND url LIKE %s"
-        " AND title LIKE '%%.jpg' AND EXISTS (SELECT 1 FROM usages u"
+        " AND (title LIKE '%%.jpg' OR title LIKE '%%.png') AND NOT low_information"
+        " AND EXISTS (SELECT 1 FROM usages u"
         " WHERE u.file_id = f.file_id) AND title NOT LIKE 'Generated%%'"
         " ORDER BY (SELECT count(*) FROM usages u WHERE u.file_id = f.file_id) DESC, title",
         (crawled.server.base_url + "%",)))
@@ -86,7 +87,8 @@ def test_search_page_in_chromium(crawled: Crawled, served: str, tmp_path):  # no
                                 " ORDER BY title LIMIT 1", (crawled.shared.base_url + "%",))[0]
     allowed_name, allowed_url = crawled.rows(
         "SELECT title, coalesce(thumb_url, url) FROM files f WHERE state = 'hashed'"
-        " AND url LIKE %s AND title <> %s AND EXISTS (SELECT 1 FROM usages u"
+        " AND url LIKE %s AND sha1 <> (SELECT sha1 FROM files WHERE title = %s)"
+        " AND EXISTS (SELECT 1 FROM usages u"
         " WHERE u.file_id = f.file_id) ORDER BY title LIMIT 1",
         (crawled.server.base_url + "%", name))[0]
 
@@ -104,9 +106,11 @@ def test_search_page_in_chromium(crawled: Crawled, served: str, tmp_path):  # no
             assert link.get_attribute("href").startswith(crawled.server.base_url + "/wiki/")
             page.locator(".match img.thumb").first.wait_for()
             page.wait_for_function("() => [...document.querySelectorAll('.match img.thumb')]"
+                                   ".filter(i => i.src)"
                                    ".every(i => i.complete && i.naturalWidth > 0)")
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=False)
+            screenshot = Path(os.environ.get("WIKIHASH_SCREENSHOT") or tmp_path / "search.png")
+            page.screenshot(path=str(screenshot), full_page=False)
+            assert screenshot.stat().st_size > 0
 
             # A URL on a loopback address that is not allow-listed: refused as such.
             page.fill("#url", refused_url)
@@ -116,6 +120,11 @@ def test_search_page_in_chromium(crawled: Crawled, served: str, tmp_path):  # no
             assert "loopback" in message.inner_text()
             assert page.locator(".match").count() == 0
 
+            # An invalid URL, which the browser blocks: the stale error goes (it stayed).
+            page.fill("#url", "not a url")
+            page.click("#go")
+            page.wait_for_selector("#message", state="hidden", timeout=10_000)
+
             # The allow-listed wiki host: accepted, its file first.
             page.fill("#url", allowed_url)
             page.click("#go")
@@ -123,5 +132,17 @@ def test_search_page_in_chromium(crawled: Crawled, served: str, tmp_path):  # no
             assert page.locator("#message.error").count() == 0
             first = page.locator(".match h2").first.inner_text()
             assert allowed_name in first and "same hash" in first
+
+            # The nearest-count control: exactly that many cards, the summary says so.
+            page.fill("#nearest", "3")
+            page.click("#go")
+            page.wait_for_function("() => document.querySelectorAll('.match').length === 3"
+                                   " && document.getElementById('summary')", timeout=20_000)
+            assert page.locator("#summary").inner_text().startswith("The 3 nearest files to")
+            page.fill("#nearest", "")
+            page.fill("#radius", "0")
+            page.click("#go")
+            page.wait_for_function("() => (document.getElementById('summary') || {})"
+                                   ".textContent?.includes('within 0 bits')", timeout=20_000)
         finally:
             browser.close()

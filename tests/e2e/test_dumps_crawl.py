@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 
 import dumpgen
 import pytest
@@ -62,8 +61,8 @@ def test_ops_up_from_dumps_gives_the_walks_ledger(tmp_path, db_url, make_databas
         env = crawl_env(server.api_url, WIKIHASH_DUMPS_URL=dumps.url,
                         WIKIHASH_DUMPS_DIR=str(tmp_path / "downloads"))
         source = "latest" if schema == "il_to" else f"{dumps.url}localwiki/{run.name}/"
-        up = [sys.executable, str(ROOT / "ops" / "up"), "--until-done", "--workers", "2",
-              "--no-services", "--no-flower", "--from-dumps", source]
+        up = [str(ROOT / "ops" / "up"), "--until-done", "--workers", "2", "--logs",
+              str(tmp_path / "logs"), "--no-services", "--no-flower", "--from-dumps", source]
         done = subprocess.run(up, env=env.env, capture_output=True, text=True, timeout=400)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "the crawl is complete" in done.stderr

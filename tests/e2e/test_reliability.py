@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -202,13 +201,13 @@ def _cmdline(pid: int) -> str:
 
 
 @pytest.mark.chaos
-def test_ops_up_restarts_a_killed_worker(db_url, crawl_env):
+def test_ops_up_restarts_a_killed_worker(db_url, crawl_env, tmp_path):
     wiki, commons, truth = build_wiki(articles=300, big_article_images=0)
     faults = Faults(file_delay=0.05)
     with FakeWikiServer(commons, faults=faults), FakeWikiServer(wiki, faults=faults) as server:
         env = crawl_env(server.api_url, WIKIHASH_REQUEUE_AFTER="8")
         up = subprocess.Popen(
-            [sys.executable, str(ROOT / "ops" / "up"), "--until-done", "--workers", "2",
+            [str(ROOT / "ops" / "up"), "--until-done", "--workers", "2", "--logs", str(tmp_path),
              "--no-services", "--no-flower"],
             env=env.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
