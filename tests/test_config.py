@@ -62,7 +62,7 @@ def test_config_command_bad_value_is_one_line(monkeypatch):
 
 def test_an_empty_value_means_the_default():
     settings = config.load({"WIKIHASH_THUMB_WIDTH": "", "WIKIHASH_DATABASE_URL": ""})
-    assert settings.thumb_width == 120
+    assert settings.thumb_width == config.load({}).thumb_width == 250
     assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/wikihash"
 
 

@@ -11,7 +11,8 @@ STATIC = web.STATIC
 
 
 def client() -> TestClient:
-    app = web.create_app(web.WebSettings(database_url="postgresql://postgres@127.0.0.1:1/none"))
+    app = web.create_app(web.WebSettings(database_url="postgresql://postgres@127.0.0.1:1/none",
+                                         served_names=frozenset({"testserver"})))
     return TestClient(app, raise_server_exceptions=False)
 
 
