@@ -562,7 +562,7 @@ def test_locks_pin_pyproject_ranges_with_hashes():
 
 
 def test_image_and_ci_install_the_locks():
-    assert check_locked_installs(ROOT / "ops/Dockerfile", ROOT / ".ci/run") == []
+    assert check_locked_installs(ROOT / "ops/Dockerfile", ROOT / "ops/setup") == []
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -630,7 +630,7 @@ def test_interpolation_follows_compose():
 def tree(tmp_path):
     """A copy of the deployment files, to break one at a time."""
     for name in (*COMPOSE_FILES, ".env.example", "ops/Dockerfile", "ops/Dockerfile.postgres",
-                 "ops/install-deps", ".ci/run", "ops/monitoring/grafana/dashboards/wikihash.json",
+                 "ops/install-deps", ".ci/run", "ops/setup", "ops/monitoring/grafana/dashboards/wikihash.json",
                  "pyproject.toml", "requirements.lock", "requirements-test.lock",
                  "ops/compose-smoke.d/compose.host.yaml"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -689,7 +689,7 @@ def test_environment_check_reports_a_variable_missing_from_env_example(tree):
 
 
 def test_environment_check_reports_a_drifted_default_and_a_setting_not_passed(tree):
-    edit(tree / "compose.yaml", "${WIKIHASH_THUMB_WIDTH:-120}", "${WIKIHASH_THUMB_WIDTH:-330}")
+    edit(tree / "compose.yaml", "${WIKIHASH_THUMB_WIDTH:-250}", "${WIKIHASH_THUMB_WIDTH:-330}")
     edit(tree / "compose.worker.yaml",
          '      WIKIHASH_MAXLAG: "${WIKIHASH_MAXLAG:-5}"\n', "")
     problems = check_environment([tree / n for n in COMPOSE_FILES], tree / ".env.example")
@@ -752,11 +752,11 @@ def test_locked_install_check_reports_an_unlocked_install(tree):
     edit(tree / "ops/Dockerfile", "--require-hashes --no-deps -r requirements.lock",
          "-r requirements.lock")
     edit(tree / "ops/Dockerfile", "--no-deps --no-build-isolation -e .", "-e .")
-    edit(tree / ".ci/run", "--require-hashes", "")
-    problems = check_locked_installs(tree / "ops/Dockerfile", tree / ".ci/run")
+    edit(tree / "ops/setup", "--require-hashes", "")
+    problems = check_locked_installs(tree / "ops/Dockerfile", tree / "ops/setup")
     assert "Dockerfile: does not install requirements.lock with --require-hashes" in problems
     assert "Dockerfile: `pip install -e .` installs outside the lock" in problems
-    assert "run: does not install requirements-test.lock with --require-hashes" in problems
+    assert "setup: does not install requirements-test.lock with --require-hashes" in problems
 
 
 def test_startup_check_reports_a_blocking_wait_a_name_and_a_short_grace(tree):
