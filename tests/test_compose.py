@@ -630,7 +630,8 @@ def test_interpolation_follows_compose():
 def tree(tmp_path):
     """A copy of the deployment files, to break one at a time."""
     for name in (*COMPOSE_FILES, ".env.example", "ops/Dockerfile", "ops/Dockerfile.postgres",
-                 "ops/install-deps", ".ci/run", "ops/setup", "ops/monitoring/grafana/dashboards/wikihash.json",
+                 "ops/install-deps", ".ci/run", "ops/setup",
+                 "ops/monitoring/grafana/dashboards/wikihash.json",
                  "pyproject.toml", "requirements.lock", "requirements-test.lock",
                  "ops/compose-smoke.d/compose.host.yaml"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
