@@ -38,7 +38,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import psycopg2
 from psycopg2.pool import ThreadedConnectionPool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -48,7 +47,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pipeline import duplicates, safeurl, sandbox, search
+from pipeline import duplicates, safeurl, sandbox, search, storage
 from pipeline.errors import (
     FetchError,
     FetchTimeout,
@@ -279,11 +278,9 @@ class Database:
     def open(self) -> ThreadedConnectionPool:
         with self._lock:
             if self._pool is None:
-                try:
+                with storage.map_errors("cannot connect to PostgreSQL"):
                     self._pool = ThreadedConnectionPool(1, self._size, self.url,
                                                         connect_timeout=10)
-                except psycopg2.Error as exc:
-                    raise StorageError("cannot connect to PostgreSQL") from exc
             return self._pool
 
     def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -291,17 +288,15 @@ class Database:
         if not self._free.acquire(timeout=self.wait):
             raise sandbox.Busy("every database connection is busy; try again")
         try:
-            try:
+            with storage.map_errors("cannot connect to PostgreSQL"):
                 conn = pool.getconn()
-            except psycopg2.Error as exc:
-                raise StorageError("cannot connect to PostgreSQL") from exc
             broken = False
             try:
-                with conn:
+                with storage.transaction(conn):
                     return func(conn, *args, **kwargs)
-            except psycopg2.Error as exc:
+            except StorageError:
                 broken = bool(conn.closed)
-                raise StorageError("the database failed") from exc
+                raise
             finally:
                 pool.putconn(conn, close=broken)
         finally:
