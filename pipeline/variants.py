@@ -14,11 +14,12 @@ docs/search.md.
 - ``uncropped``: the edge rows and columns repeated outwards by `UNCROP` of each side, a guess at
   what a slight crop removed.
 
-The query is decoded once, scaled down to `QUERY_SIDE` px as it is decoded
-(`imaging.prepare(max_side=...)`): dhash looks at 9x8 pixels, so a few hundred per side keep
-every variant's hash, and a 7000x7000 query costs what a 512x512 one does after decoding. For
-an image within `QUERY_SIDE` the canonical hash is exactly `imaging.hash_bytes`'s; for a larger
-one it is the hash of the scaled-down image (what the wiki's thumbnails are hashed from anyway).
+The query is decoded once, scaled down to `CANONICAL_SIDE` px as it is decoded
+(`imaging.prepare(max_side=...)`), and the canonical hash is taken from that image: for an image
+within `CANONICAL_SIDE` it is exactly `imaging.hash_bytes`'s (the tutorial's query depends on
+it); for a larger one it is the hash of the scaled-down image. The other variants are made from
+a copy scaled down to `QUERY_SIDE`: dhash looks at 9x8 pixels, so a few hundred per side keep
+their hashes, and a 7000x7000 query costs what a 2048x2048 one does after decoding.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ DEFAULT_VARIANTS = ("original", "mirror", "trimmed", "trimmed-mirror", "uncroppe
 BORDER_TOLERANCE = 24  # 0..255: how far a pixel may stray from the border colour and still be frame
 MIN_TRIM = 0.01  # fraction of a side; a thinner "border" is left alone
 UNCROP = 0.025  # fraction of each side re-created by repeating the edge pixels
+CANONICAL_SIDE = 2048  # px: within it, the query's canonical hash is exactly the crawl's
 QUERY_SIDE = 512  # px: the longest side a query is scaled down to before any variant is made
 
 
@@ -61,7 +63,7 @@ def query_variants(data: bytes, names: tuple[str, ...] = DEFAULT_VARIANTS) -> tu
     unknown = set(names) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants: {', '.join(sorted(unknown))}")
-    image, info = imaging.prepare(data, max_side=QUERY_SIDE)
+    image, info = imaging.prepare(data, max_side=CANONICAL_SIDE)
     try:
         digest = info._hash if info._hash is not None else imagehash.dhash(image)
         value = imaging.hex_to_int64(str(digest))
@@ -74,6 +76,9 @@ def query_variants(data: bytes, names: tuple[str, ...] = DEFAULT_VARIANTS) -> tu
         if not extra:
             return canonical, found
         image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
+        if max(image.size) > QUERY_SIDE:
+            image = image.copy()
+            image.thumbnail((QUERY_SIDE, QUERY_SIDE), Image.Resampling.LANCZOS)
         trimmed = trim_border(image)
         for name in extra:
             if name == "mirror":

@@ -22,6 +22,7 @@ function el(tag, attrs = {}, ...children) {
 
 // Only http(s) URLs become links or image sources: a wiki's `server` could say "javascript:".
 function safeUrl(value) {
+  if (!value) return null;  // no URL (a file without a thumbnail): new URL(null) is ".../null"
   try {
     const url = new URL(value, window.location.href);
     return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;

@@ -9,7 +9,6 @@ to, re-uploaded to and deleted from.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import pytest
@@ -36,8 +35,8 @@ def pair(tmp_path_factory):
     built.stop()
 
 
-def ops_up(env) -> subprocess.CompletedProcess:
-    up = [sys.executable, str(ROOT / "ops" / "up"), "--until-done", "--workers", "2",
+def ops_up(env, logs) -> subprocess.CompletedProcess:
+    up = [str(ROOT / "ops" / "up"), "--until-done", "--workers", "2", "--logs", str(logs),
           "--no-services", "--no-flower"]
     done = subprocess.run(up, env=env.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,7 +44,7 @@ def ops_up(env) -> subprocess.CompletedProcess:
     return done
 
 
-def test_crawl_of_a_real_wiki_matches_its_database(pair, db_url, crawl_env):
+def test_crawl_of_a_real_wiki_matches_its_database(pair, db_url, crawl_env, tmp_path):
     expected = truth(pair)
     # What the pair must contain for this test to mean something.
     assert "List of everything" in expected.articles
@@ -57,7 +56,7 @@ def test_crawl_of_a_real_wiki_matches_its_database(pair, db_url, crawl_env):
     assert "On both wikis.png" in used and "Copy of Generated 000.png" in used
 
     env = crawl_env(pair.wiki.api_url)
-    ops_up(env)
+    ops_up(env, tmp_path)
     assert_ledger_matches(db_url, expected, None)
 
     # Files come from the wiki that holds them: the local copy shadows the shared one.
@@ -82,14 +81,15 @@ def test_crawl_of_a_real_wiki_matches_its_database(pair, db_url, crawl_env):
 
     # A second run finds nothing to do.
     before = sql_rows(db_url, "SELECT title, dhash, state FROM files ORDER BY title")
-    ops_up(env)
+    ops_up(env, tmp_path)
     assert sql_rows(db_url, "SELECT title, dhash, state FROM files ORDER BY title") == before
 
 
 def test_rehash_moves_a_ledger_to_another_width_keeping_old_hashes_until_then(pair, db_url,
-                                                                              crawl_env):
+                                                                              crawl_env,
+                                                                              tmp_path):
     env = crawl_env(pair.wiki.api_url, WIKIHASH_THUMB_WIDTH="120")
-    ops_up(env)
+    ops_up(env, tmp_path)
     old = dict(sql_rows(db_url, "SELECT file_id, dhash FROM files WHERE state = 'hashed'"))
     first = env.wikihash("rehash", "--width", "330", "--limit", "20", timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -150,9 +150,9 @@ def picture(seed: int, name: str) -> bytes:
     return generated_image(seed, "JPEG" if name.endswith(".jpg") else "PNG")
 
 
-def test_recrawl_of_real_wikis_applies_every_change(pair, db_url, crawl_env):
+def test_recrawl_of_real_wikis_applies_every_change(pair, db_url, crawl_env, tmp_path):
     env = crawl_env(pair.wiki.api_url)
-    ops_up(env)
+    ops_up(env, tmp_path)
     before = dict(sql_rows(db_url, "SELECT title, dhash FROM files"))
     time.sleep(1.1)  # the feed's timestamps have a resolution of one second
     names = change_both_wikis(pair)
