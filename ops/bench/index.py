@@ -1,11 +1,18 @@
-"""Benchmark the bktree extension: BK-tree (SP-GiST), MIH (GIN) and a sequential scan.
+"""Benchmark the bktree extension: 1.0's BK-tree layout against 1.1's two indexes, and a seqscan.
 
 For each table size and data shape (uniformly random hashes, or near-duplicate clusters) it
-measures, per access path: index build time and size, the COPY rate of 100k rows into the
-indexed table, and the median and p95 latency of `hash <@ (q, r)` at several radii and of
-`ORDER BY hash <-> q LIMIT 10`.  Everything runs in a scratch database that is dropped after.
+measures, per layout:
+- `bk10`: 1.0's layout, the SP-GiST BK-tree alone (`USING spgist (hash bktree_ops)`);
+- `v11`: 1.1's (migration 003), `USING bktree (hash)` and `USING bktree_mih (hash)` on the
+  same column, the planner choosing per query (the plan taken is reported);
+- `seqscan`: `bit_count((hash # q)::bit(64)) <= d` with indexes disabled (KNN: top-N sort);
+index build time and size, the COPY rate of 100k rows into the indexed table (for `v11` also
+with GIN's fast update on, the default before 1.1's, and a radius 3 search right after that
+COPY, before any VACUUM), the median and p95 latency of `hash <@ (q, r)` at several radii, and
+the k nearest (k = 10, 100) by `ORDER BY hash <-> q LIMIT k` (bk10) and `bktree_nearest` (v11).
+Everything runs in a scratch database that is dropped after.
 
-    python ops/bench/index.py --rows 1000000,10000000 --queries 50
+    python ops/bench/index.py --rows 1000000,10000000 --queries 20
 
 The Markdown report goes to stdout and to docs/bktree-benchmarks.md (--out).
 """
@@ -29,13 +36,19 @@ import psycopg2
 
 ROOT = Path(__file__).resolve().parents[2]
 RADII = [0, 1, 2, 3, 4, 6, 8, 10]
-KNN_K = 10
+KNN = [10, 100]
 COPY_ROWS = 100_000
 CHUNK = 1_000_000
-PATHS = ("bktree", "mih", "seqscan")
+PATHS = ("bk10", "v11", "seqscan")
+TITLES = {
+    "bk10": "1.0: BK-tree alone (spgist `bktree_ops`)",
+    "v11": "1.1: `bktree` + `bktree_mih`, planner's choice",
+    "seqscan": "seqscan",
+}
 INDEX_SQL = {
-    "bktree": "CREATE INDEX bench_idx ON bench USING spgist (hash bktree_ops)",
-    "mih": "CREATE INDEX bench_idx ON bench USING gin (hash bktree_mih_ops)",
+    "bk10": [("bk", "CREATE INDEX bench_bk ON bench USING spgist (hash bktree_ops)")],
+    "v11": [("bk", "CREATE INDEX bench_bk ON bench USING bktree (hash)"),
+            ("mih", "CREATE INDEX bench_mih ON bench USING bktree_mih (hash)")],
 }
 
 
@@ -86,27 +99,59 @@ def timed(cur, sql: str, args: tuple) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def latency(cur, path: str, points: list[int]) -> dict[str, tuple[float, float]]:
-    """{'r0': (median, p95), ..., 'knn10': ...} in milliseconds for one access path."""
+def plan_of(cur, sql: str, args: tuple) -> str:
+    """Which index (or none) the plan of sql uses."""
+    cur.execute("EXPLAIN " + sql, args)
+    plan = " ".join(row[0] for row in cur.fetchall())
+    for name, label in (("bench_mih", "MIH"), ("bench_bk", "BK")):
+        if name in plan:
+            return label
+    return "seq" if "Seq Scan" in plan else "func"
+
+
+def median_p95(cur, sql: str, points: list[int], arg) -> tuple[float, float]:
+    timed(cur, sql, (points[0], arg))  # warm the cache
+    times = sorted(timed(cur, sql, (q, arg)) for q in points)
+    p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+    return statistics.median(times), p95
+
+
+def latency(cur, path: str, points: list[int], far: list[int]) -> dict:
+    """{'r0': (median, p95, plan), ..., 'knn10': ...} in milliseconds for one layout.
+
+    Radius searches use points near stored hashes; the k nearest use random points (on
+    random data the k-th nearest is then 12-16 bits away, the hard case)."""
     if path == "seqscan":
         cur.execute("SET enable_indexscan = off; SET enable_bitmapscan = off")
         range_sql = "SELECT id FROM bench WHERE bit_count((hash # %s)::bit(64)) <= %s"
         knn_sql = "SELECT id FROM bench ORDER BY bit_count((hash # %s)::bit(64)) LIMIT %s"
-    else:
-        cur.execute("SET enable_seqscan = off")
+    elif path == "bk10":
         range_sql = "SELECT id FROM bench WHERE hash <@ (%s, %s)"
         knn_sql = "SELECT id FROM bench ORDER BY hash <-> %s LIMIT %s"
-    results: dict[str, tuple[float, float]] = {}
-    cases = [(f"r{r}", range_sql, r) for r in RADII]
-    if path != "mih":
-        cases.append((f"knn{KNN_K}", knn_sql, KNN_K))
-    for label, sql, arg in cases:
-        timed(cur, sql, (points[0], arg))  # warm the cache
-        times = sorted(timed(cur, sql, (q, arg)) for q in points)
-        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
-        results[label] = (statistics.median(times), p95)
+    else:
+        range_sql = "SELECT id FROM bench WHERE hash <@ (%s, %s)"
+        knn_sql = "SELECT id FROM bktree_nearest(NULL::bench, 'hash', %s, %s)"
+    results: dict = {}
+    for r in RADII:
+        plan = plan_of(cur, range_sql, (points[0], r))
+        results[f"r{r}"] = (*median_p95(cur, range_sql, points, r), plan)
+    for k in KNN:
+        results[f"knn{k}"] = (*median_p95(cur, knn_sql, far, k), None)
     cur.execute("RESET ALL")
     return results
+
+
+def copy_cost(conn, cur, extra: np.ndarray, rows: int, points: list[int]) -> tuple[float, float]:
+    """COPY rate of extra into the table (rows/s), and the median radius 3 search right after
+    (before any VACUUM); the extra rows are deleted again."""
+    start = time.perf_counter()
+    copy_hashes(conn, extra, rows + 1)
+    rate = len(extra) / (time.perf_counter() - start)
+    after = statistics.median(
+        timed(cur, "SELECT id FROM bench WHERE hash <@ (%s, 3)", (q,)) for q in points)
+    cur.execute(f"DELETE FROM bench WHERE id > {rows}")
+    cur.execute("VACUUM bench")
+    return rate, after
 
 
 def run_case(conn, rows: int, shape: str, queries: int, seq_queries: int) -> dict:
@@ -125,25 +170,32 @@ def run_case(conn, rows: int, shape: str, queries: int, seq_queries: int) -> dic
     # queries: stored hashes with 0..2 bits flipped, as a search for a re-encoded image
     picks = values[rng.integers(0, rows, size=queries)].view(np.uint64)
     points = (picks ^ flip_masks(rng, queries, 2)).view(np.int64).tolist()
+    far = random_hashes(rng, queries).tolist()
     extra = random_hashes(rng, COPY_ROWS)
     result: dict = {"rows": rows, "shape": shape, "load_s": load_s, "heap_mb": heap_mb}
 
     for path in PATHS:
-        entry: dict = {}
-        if path in INDEX_SQL:
-            cur.execute("SET maintenance_work_mem = '512MB'")
+        entry: dict = {"build_s": {}, "size_mb": {}}
+        cur.execute("SET maintenance_work_mem = '512MB'")
+        for name, ddl in INDEX_SQL.get(path, []):
             start = time.perf_counter()
-            cur.execute(INDEX_SQL[path])
-            entry["build_s"] = time.perf_counter() - start
-            cur.execute("SELECT pg_relation_size('bench_idx')")
-            entry["size_mb"] = cur.fetchone()[0] / 2**20
-            cur.execute("ANALYZE bench")
-        entry["latency"] = latency(cur, path, points if path != "seqscan" else points[:seq_queries])
-        start = time.perf_counter()
-        copy_hashes(conn, extra, rows + 1)
-        entry["copy_rate"] = COPY_ROWS / (time.perf_counter() - start)
-        cur.execute(f"DELETE FROM bench WHERE id > {rows}")
-        cur.execute("DROP INDEX IF EXISTS bench_idx")
+            cur.execute(ddl)
+            entry["build_s"][name] = time.perf_counter() - start
+            cur.execute(f"SELECT pg_relation_size('bench_{name}')")
+            entry["size_mb"][name] = cur.fetchone()[0] / 2**20
+        cur.execute("RESET maintenance_work_mem")
+        cur.execute("ANALYZE bench")
+        if path == "seqscan":
+            entry["latency"] = latency(cur, path, points[:seq_queries], far[:seq_queries])
+        else:
+            entry["latency"] = latency(cur, path, points, far)
+        entry["copy_rate"], entry["r3_after_copy"] = copy_cost(conn, cur, extra, rows, points)
+        if path == "v11":  # the baseline: GIN's default, fast update on
+            cur.execute("ALTER INDEX bench_mih SET (fastupdate = on)")
+            entry["copy_rate_fastupdate"], entry["r3_after_copy_fastupdate"] = copy_cost(
+                conn, cur, extra, rows, points)
+        cur.execute("DROP INDEX IF EXISTS bench_bk")
+        cur.execute("DROP INDEX IF EXISTS bench_mih")
         cur.execute("VACUUM bench")
         result[path] = entry
         print(f"  {rows} {shape} {path}: {entry}", file=sys.stderr, flush=True)
@@ -151,26 +203,32 @@ def run_case(conn, rows: int, shape: str, queries: int, seq_queries: int) -> dic
     return result
 
 
-def fmt_ms(pair: tuple[float, float] | None) -> str:
-    if pair is None:
+def fmt_ms(cell) -> str:
+    if cell is None:
         return "–"
-    median, p95 = pair
-    return f"{median:.2f} / {p95:.2f}" if median < 10 else f"{median:.0f} / {p95:.0f}"
+    median, p95, plan = cell
+    text = f"{median:.2f} / {p95:.2f}" if median < 10 else f"{median:.0f} / {p95:.0f}"
+    return f"{text} ({plan})" if plan and plan != "seq" else text
 
 
-def markdown(results: list[dict], command: str, machine: str, server: str) -> str:
+def markdown(results: list[dict], command: str, machine: str, server: str, load: str) -> str:
     lines = [
         "# bktree benchmarks",
         "",
         f"Command: `{command}`",
         "",
         f"Machine: {machine}  ",
-        f"Server: {server}",
+        f"Server: {server}  ",
+        f"Load (1-minute average) at start / end: {load}",
         "",
         "Latencies are median / p95 in milliseconds, measured from the client (fetching all",
-        "rows). Query points are stored hashes with 0–2 bits flipped. `seqscan` is",
-        "`bit_count((hash # q)::bit(64)) <= d` with indexes disabled (KNN: top-N sort).",
-        "COPY rate: 100k random rows into the table with that index present.",
+        "rows); in brackets the index the plan used (BK: the BK-tree, MIH: multi-index",
+        "hashing). Radius query points are stored hashes with 0–2 bits flipped; k-nearest query",
+        "points are random. `seqscan` is `bit_count((hash # q)::bit(64)) <= d` with indexes",
+        "disabled (KNN: top-N sort). k nearest: `ORDER BY hash <-> q LIMIT k` for 1.0,",
+        "`bktree_nearest(NULL::bench, 'hash', q, k)` for 1.1. COPY: 100k random rows into the",
+        "table with the layout's indexes; 'r3 after' is a radius 3 search right after that COPY,",
+        "before any VACUUM (1.1 with `fastupdate = on` is the GIN default 1.1 replaced).",
         "",
     ]
     for res in results:
@@ -178,17 +236,31 @@ def markdown(results: list[dict], command: str, machine: str, server: str) -> st
             f"## {res['rows']:,} rows, {res['shape']} "
             f"(heap {res['heap_mb']:.0f} MB, loaded in {res['load_s']:.0f} s)",
             "",
-            "| | BK-tree (spgist `bktree_ops`) | MIH (gin `bktree_mih_ops`) | seqscan |",
+            "| | " + " | ".join(TITLES[p] for p in PATHS) + " |",
             "|---|---|---|---|",
         ]
 
         def row(label: str, key, res=res) -> str:
             return f"| {label} | " + " | ".join(key(res[p]) for p in PATHS) + " |"
 
-        lines.append(row("build (s)", lambda e: f"{e['build_s']:.1f}" if "build_s" in e else "–"))
-        lines.append(row("size (MB)", lambda e: f"{e['size_mb']:.0f}" if "size_mb" in e else "–"))
-        lines.append(row("COPY (rows/s)", lambda e: f"{e['copy_rate']:,.0f}"))
-        for label in [f"r{r}" for r in RADII] + [f"knn{KNN_K}"]:
+        def per_index(field: str, fmt: str):
+            def cell(e):
+                if not e[field]:
+                    return "–"
+                return " + ".join(f"{name} {format(v, fmt)}" for name, v in e[field].items())
+            return cell
+
+        def copy_cell(e):
+            text = f"{e['copy_rate']:,.0f} (r3 after: {e['r3_after_copy']:.2f} ms)"
+            if "copy_rate_fastupdate" in e:
+                text += (f"; fastupdate on: {e['copy_rate_fastupdate']:,.0f}"
+                         f" (r3 after: {e['r3_after_copy_fastupdate']:.2f} ms)")
+            return text
+
+        lines.append(row("build (s)", per_index("build_s", ".1f")))
+        lines.append(row("size (MB)", per_index("size_mb", ".0f")))
+        lines.append(row("COPY (rows/s)", copy_cell))
+        for label in [f"r{r}" for r in RADII] + [f"knn{k}" for k in KNN]:
             lines.append(
                 row(
                     f"{label} (ms)",
@@ -228,11 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         help="an admin connection; a scratch database is created beside it and dropped",
     )
-    parser.add_argument("--queries", type=int, default=50, help="query points per radius")
+    parser.add_argument("--queries", type=int, default=20, help="query points per radius")
     parser.add_argument("--seq-queries", type=int, default=5, help="query points for seqscan")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bktree-benchmarks.md"))
     args = parser.parse_args(argv)
 
+    load_start = f"{os.getloadavg()[0]:.1f}"
     admin = psycopg2.connect(args.dsn)
     admin.autocommit = True
     name = f"wikihash_bench_{uuid.uuid4().hex[:8]}"
@@ -255,14 +328,16 @@ def main(argv: list[str] | None = None) -> int:
             for shape in args.shapes.split(","):
                 results.append(run_case(conn, rows, shape, args.queries, args.seq_queries))
                 if args.out:  # keep what is done so far if a long run is cut short
-                    Path(args.out).write_text(markdown(results, command, machine, server))
+                    load = f"{load_start} / {os.getloadavg()[0]:.1f}"
+                    Path(args.out).write_text(markdown(results, command, machine, server, load))
         conn.close()
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
-    sys.stdout.write(markdown(results, command, machine, server))
+    load = f"{load_start} / {os.getloadavg()[0]:.1f}"
+    sys.stdout.write(markdown(results, command, machine, server, load))
     return 0
 
 

@@ -1,18 +1,16 @@
-"""Radius, nearest and batched searches: main's index layout against bktree 1.1's, same run.
+"""Radius, nearest and batched searches: bktree 1.0's index layout against 1.1's, same run.
 
-    python ops/bench/radius.py [--rows 1000000] [--queries 15] [--radii 3,4,6,8,10]
-    python ops/bench/radius.py --rows 20000 --queries 3      # tiny mode for CI
+    python ops/bench/radius.py [--rows 1000000] [--shape random|clustered] [--queries 15]
+    python ops/bench/radius.py --rows 20000 --queries 3 --radii 3,6  # tiny mode for CI
 
-Loads random 64-bit hashes into two tables of a scratch database:
-- `old`: main's layout (migration 002): the SP-GiST BK-tree on `hash` and the GIN
-  multi-index-hashing index (`bktree_mih_ops` of 1.0) on the expression `hash # 0`;
+Loads 64-bit hashes (uniformly random, or near-duplicate clusters: ~20 hashes within 6 bits
+of a centre, 1% flat images hashing to 0 or -1) into two tables of a scratch database:
+- `old`: 1.0's layout, the SP-GiST BK-tree alone (`USING spgist (hash bktree_ops)`);
 - `new`: migration 003's: `USING bktree (hash)` and `USING bktree_mih (hash)`, both on `hash`,
   the planner choosing between them.
 and times, with the plan each query got:
-- `hash <@ (q, r)` (the tutorial's query) on both, and `(hash # 0) <@ (q, r)` on `old` (what
-  `wikihash search` asked before);
-- the k nearest (k = 10, 100): main's `ORDER BY hash <-> q LIMIT k` (and search.py's former
-  MIH-at-2-then-6-bits shortcut) against `bktree_nearest`;
+- `hash <@ (q, r)` (the tutorial's query) on both;
+- the k nearest (k = 10, 100): 1.0's `ORDER BY hash <-> q LIMIT k` against `bktree_nearest`;
 - 8 and 64 query hashes at radius 4: one round trip each against one LATERAL join.
 Needs bktree 1.1 on the server (WIKIHASH_TEST_ADMIN_URL). The machine may be shared: compare
 columns within one run.
@@ -31,9 +29,12 @@ import psycopg2
 
 ADMIN_URL = os.environ.get("WIKIHASH_TEST_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
+RANDOM_HASH = ("((random() - 0.5) * 18446744073709551615)::numeric::bigint"
+               " # (random() * 65535)::bigint")
+FLIPS = " # ".join(
+    ["(CASE WHEN random() < 0.5 THEN 1::int8 << (random() * 63)::int ELSE 0 END)"] * 6)
 LAYOUTS = {
-    "old": ("CREATE INDEX old_sp ON old USING spgist (hash bktree_ops)",
-            "CREATE INDEX old_gin ON old USING gin ((hash # 0) bktree_mih_ops)"),
+    "old": ("CREATE INDEX old_sp ON old USING spgist (hash bktree_ops)",),
     "new": ("CREATE INDEX new_bk ON new USING bktree (hash)",
             "CREATE INDEX new_mih ON new USING bktree_mih (hash)"),
 }
@@ -42,8 +43,8 @@ LAYOUTS = {
 def index_used(cur, query: str, args: tuple) -> str:
     cur.execute("EXPLAIN " + query, args)
     plan = " ".join(row[0] for row in cur.fetchall())
-    for name, label in (("_sp ", "BK-tree"), ("_bk ", "BK-tree"), ("_gin ", "MIH 1.0"),
-                        ("_mih ", "MIH 1.1"), ("bktree_nearest", "bktree_nearest")):
+    for name, label in (("_sp ", "BK-tree"), ("_bk ", "BK-tree"), ("_mih ", "MIH"),
+                        ("bktree_nearest", "bktree_nearest")):
         if name in plan + " ":
             return label
     return "seq scan"
@@ -60,22 +61,12 @@ def median_ms(cur, query: str, points: list, extra: tuple = ()) -> float:
     return statistics.median(times) * 1000
 
 
-def old_nearest(cur, q: int, k: int) -> None:
-    """pipeline/search.py's nearest search on main: MIH at 2 then 6 bits, else the BK-tree."""
-    for radius in (2, 6):
-        cur.execute("SELECT id, hash <-> %s AS d FROM old WHERE (hash # 0) <@ (%s, %s)"
-                    " ORDER BY d, id LIMIT %s", (q, q, radius, k))
-        if len(cur.fetchall()) >= k:
-            return
-    cur.execute("SELECT id FROM old ORDER BY hash <-> %s LIMIT %s", (q, k))
-    cur.fetchall()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--radii", default="0,3,4,6,8,10,12,15")
+    parser.add_argument("--shape", choices=("random", "clustered"), default="random")
     args = parser.parse_args()
     name = f"wikihash_bench_radius_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(ADMIN_URL)
@@ -89,11 +80,22 @@ def main() -> None:
         cur.execute("SET maintenance_work_mem = '1GB'")
         started = time.monotonic()
         cur.execute("CREATE TABLE old (id serial, hash bigint)")
-        cur.execute("INSERT INTO old (hash) SELECT ((random() - 0.5) * 18446744073709551615)"
-                    "::numeric::bigint # (random() * 65535)::bigint"
-                    " FROM generate_series(1, %s)", (args.rows,))
+        if args.shape == "random":
+            cur.execute(f"INSERT INTO old (hash) SELECT {RANDOM_HASH}"
+                        " FROM generate_series(1, %s)", (args.rows,))
+        else:  # a centre per 20 rows, up to 6 bits flipped; 1% flat (0 or -1)
+            cur.execute(f"CREATE TEMP TABLE centres AS SELECT g AS c, {RANDOM_HASH} AS h"
+                        " FROM generate_series(0, %s) g", (args.rows // 20,))
+            cur.execute("CREATE INDEX ON centres (c)")
+            cur.execute(f"""INSERT INTO old (hash)
+                SELECT CASE WHEN random() < 0.01 THEN (CASE WHEN random() < 0.5 THEN 0 ELSE -1 END)
+                            ELSE (SELECT h FROM centres WHERE c = s.c) # {FLIPS} END
+                FROM (SELECT (random() * %s)::int AS c FROM generate_series(1, %s)) s""",
+                        (args.rows // 20, args.rows))
+        cur.execute("ANALYZE old")
         cur.execute("CREATE TABLE new AS SELECT * FROM old")
-        print(f"{args.rows:,} random hashes loaded in {time.monotonic() - started:.0f} s\n")
+        print(f"{args.rows:,} {args.shape} hashes loaded in {time.monotonic() - started:.0f} s"
+              f" (load {os.getloadavg()[0]:.1f})\n")
         print("| index | build (s) | size (MB) |\n| --- | ---: | ---: |")
         for table, ddls in LAYOUTS.items():
             for ddl in ddls:
@@ -111,33 +113,24 @@ def main() -> None:
         points = [q ^ (1 << rnd.randrange(63)) for q in stored]
 
         print("\nRadius searches, median ms (index the plan used)\n")
-        print("| radius | main: `hash <@` | main: `(hash # 0) <@` | 1.1: `hash <@` |\n"
-              "| ---: | ---: | ---: | ---: |")
+        print("| radius | 1.0: `hash <@` | 1.1: `hash <@` |\n| ---: | ---: | ---: |")
         for radius in map(int, args.radii.split(",")):
             cells = []
             for query in ("SELECT id FROM old WHERE hash <@ (%s, %s)",
-                          "SELECT id FROM old WHERE (hash # 0) <@ (%s, %s)",
                           "SELECT id FROM new WHERE hash <@ (%s, %s)"):
                 used = index_used(cur, query, (points[0], radius))
                 cells.append(f"{median_ms(cur, query, points, (None, radius)):.1f} ({used})")
             print(f"| {radius} | " + " | ".join(cells) + " |")
 
         print("\nK nearest (random query points: the k-th nearest is 12-16 bits away), median ms\n")
-        print("| k | main: `ORDER BY <-> LIMIT k` | main: search.py's nearest |"
-              " 1.1: `bktree_nearest` |\n| ---: | ---: | ---: | ---: |")
+        print("| k | 1.0: `ORDER BY <-> LIMIT k` | 1.1: `bktree_nearest` |\n| ---: | ---: | ---: |")
         far = [rnd.getrandbits(63) for _ in points]
         for k in (10, 100):
             knn = median_ms(cur, "SELECT id FROM old ORDER BY hash <-> %s LIMIT %s", far,
                             (None, k))
-            times = []
-            for q in far:
-                started = time.perf_counter()
-                old_nearest(cur, q, k)
-                times.append(time.perf_counter() - started)
-            shortcut = statistics.median(times) * 1000
             nearest = median_ms(cur, "SELECT id FROM bktree_nearest(NULL::new, 'hash', %s, %s)",
                                 far, (None, k))
-            print(f"| {k} | {knn:.0f} | {shortcut:.0f} | {nearest:.0f} |")
+            print(f"| {k} | {knn:.0f} | {nearest:.1f} |")
 
         print("\nBatched probes at radius 4, ms per batch (median of 5 batches)\n")
         print("| hashes | one round trip each (1.1 `hash <@`) | one LATERAL call |\n"
@@ -160,6 +153,7 @@ def main() -> None:
                 batched.append(time.perf_counter() - started)
             print(f"| {size} | {statistics.median(each) * 1000:.1f} |"
                   f" {statistics.median(batched) * 1000:.1f} |")
+        print(f"\nload at the end {os.getloadavg()[0]:.1f}")
         conn.close()
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

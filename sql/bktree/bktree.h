@@ -22,6 +22,7 @@
 
 #include "postgres.h"
 
+#include "access/stratnum.h"
 #include "fmgr.h"
 #include "nodes/nodes.h"
 
@@ -70,6 +71,8 @@ typedef struct BkQuery
 extern int	bktreeClampRadius(int64 radius);
 extern void bktreeDecodeArea(Datum area, BkQuery *query);
 extern void bktreeDecodeAreaCached(FmgrInfo *flinfo, Datum area, BkQuery *query);
+extern void bktreeDecodeKey(FmgrInfo *flinfo, StrategyNumber strategy, Oid subtype,
+							Datum argument, BkQuery *query);
 extern double bktreeBinomialFraction(int radius);
 extern bool bktreePlanTimeQuery(Node *other, BkQuery *query);
 

@@ -50,6 +50,8 @@
 #include <math.h>
 
 #include "access/amapi.h"
+#include "access/gin_private.h"
+#include "access/reloptions.h"
 #include "catalog/pg_type.h"
 #include "nodes/pathnodes.h"
 #include "optimizer/cost.h"
@@ -57,6 +59,9 @@
 #include "utils/fmgrprotos.h"
 #include "utils/index_selfuncs.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "nodes/execnodes.h"
 
 #include "bktree.h"
 
@@ -134,28 +139,75 @@ planTimeRadius(PlannerInfo *root, IndexPath *path)
 	return radius;
 }
 
+/*
+ * The added cost of a radius search on an index of the given kind, in
+ * cost units (see the file header); -1 when the core estimate is to stand.
+ */
+typedef Cost (*RadiusCost) (IndexOptInfo *index, int radius, Selectivity selectivity);
+
+static Cost
+bktreeRadiusCost(IndexOptInfo *index, int radius, Selectivity selectivity)
+{
+	double		ntuples = Max(index->tuples, 1.0);
+	double		depth = Max(1.0, log(ntuples / BKTREE_LEAF_TUPLES) / log(BKTREE_FANOUT));
+	double		share = pow(erf((radius + 0.5) / (BKTREE_LABEL_SD * M_SQRT2)), depth);
+
+	return share * ntuples * BKTREE_TUPLE_COST + share * index->pages * random_page_cost;
+}
+
+static Cost
+mihRadiusCost(IndexOptInfo *index, int radius, Selectivity selectivity)
+{
+	double		ntuples = Max(index->rel->tuples, 1.0);
+	int			depth[MIH_SUBSTRINGS];
+	double		nbuckets = bktreeMihxDepths(radius, depth);
+
+	if (nbuckets < 0)
+		return -1;				/* a full index scan: GIN's estimate holds */
+	return nbuckets * seq_page_cost + nbuckets * ntuples / MIH_VALUES * cpu_operator_cost +
+		selectivity * ntuples * cpu_index_tuple_cost;
+}
+
+/*
+ * Both access methods' amcostestimate: the core one (selectivity,
+ * correlation, pages), then, for a radius known at plan time, the model's
+ * cost.  The BK-tree's is added to the core's (which charges the rows
+ * returned and the descent); the MIH one replaces GIN's, whose charge per
+ * enumerated key is what misled the planner.
+ */
+static void
+radiusCostEstimate(amcostestimate_function core, RadiusCost model, bool replace,
+				   PlannerInfo *root, IndexPath *path, double loop_count,
+				   Cost *indexStartupCost, Cost *indexTotalCost,
+				   Selectivity *indexSelectivity, double *indexCorrelation,
+				   double *indexPages)
+{
+	int			radius;
+	Cost		cost;
+
+	core(root, path, loop_count, indexStartupCost, indexTotalCost,
+		 indexSelectivity, indexCorrelation, indexPages);
+	radius = planTimeRadius(root, path);
+	if (radius < 0)
+		return;
+	cost = model(path->indexinfo, radius, *indexSelectivity);
+	if (cost < 0)
+		return;
+	if (replace)
+		*indexStartupCost = *indexTotalCost = cost;
+	else
+		*indexTotalCost += cost;
+}
+
 static void
 bktreeCostEstimate(PlannerInfo *root, IndexPath *path, double loop_count,
 				   Cost *indexStartupCost, Cost *indexTotalCost,
 				   Selectivity *indexSelectivity, double *indexCorrelation,
 				   double *indexPages)
 {
-	IndexOptInfo *index = path->indexinfo;
-	double		ntuples = Max(index->tuples, 1.0);
-	double		depth;
-	double		share;
-	int			radius;
-
-	spgcostestimate(root, path, loop_count, indexStartupCost, indexTotalCost,
-					indexSelectivity, indexCorrelation, indexPages);
-	radius = planTimeRadius(root, path);
-	if (radius < 0)
-		return;
-
-	depth = Max(1.0, log(ntuples / BKTREE_LEAF_TUPLES) / log(BKTREE_FANOUT));
-	share = pow(erf((radius + 0.5) / (BKTREE_LABEL_SD * M_SQRT2)), depth);
-	*indexTotalCost += share * ntuples * BKTREE_TUPLE_COST +
-		share * index->pages * random_page_cost;
+	radiusCostEstimate(spgcostestimate, bktreeRadiusCost, false, root, path, loop_count,
+					   indexStartupCost, indexTotalCost, indexSelectivity,
+					   indexCorrelation, indexPages);
 }
 
 static void
@@ -164,48 +216,98 @@ mihCostEstimate(PlannerInfo *root, IndexPath *path, double loop_count,
 				Selectivity *indexSelectivity, double *indexCorrelation,
 				double *indexPages)
 {
-	IndexOptInfo *index = path->indexinfo;
-	double		ntuples = Max(index->rel->tuples, 1.0);
-	int			depth[MIH_SUBSTRINGS];
-	double		nbuckets;
-	double		keys;
-	int			radius;
+	radiusCostEstimate(gincostestimate, mihRadiusCost, true, root, path, loop_count,
+					   indexStartupCost, indexTotalCost, indexSelectivity,
+					   indexCorrelation, indexPages);
+}
 
-	gincostestimate(root, path, loop_count, indexStartupCost, indexTotalCost,
-					indexSelectivity, indexCorrelation, indexPages);
-	radius = planTimeRadius(root, path);
-	if (radius < 0)
-		return;
-	nbuckets = bktreeMihxDepths(radius, depth);
-	if (nbuckets < 0)
-		return;					/* a full index scan: GIN's estimate holds */
+/*
+ * GIN's fast update is off by default for bktree_mih.  Its pending list
+ * (up to gin_pending_list_limit, 4 MB: ~40k hashes) is read in full by every
+ * search until VACUUM merges it, so a search right after a bulk load took
+ * 130x as long.  Every key of this class is unique (the whole hash), so the
+ * pending list saves no posting-list merging either; inserting directly
+ * costs COPY little (docs/bktree-benchmarks.md).  "WITH (fastupdate = on)"
+ * still turns it on.
+ *
+ * GIN reads the option through rd_options, which the relcache leaves NULL
+ * for an index created without options (GIN's default, fastupdate on, then
+ * applies); amoptions is not called for it.  So both paths are covered:
+ * mihOptions sets fastupdate off unless it is given, and mihInsert gives an
+ * index without options a GinOptions with fastupdate off before GIN reads
+ * it.  The struct lives in CacheMemoryContext; the relcache pfrees
+ * rd_options itself when it rebuilds or drops the entry.
+ */
+static bool
+fastupdateGiven(Datum reloptions)
+{
+	ListCell   *lc;
 
-	keys = nbuckets * ntuples / MIH_VALUES;
-	*indexStartupCost = nbuckets * seq_page_cost + keys * cpu_operator_cost +
-		*indexSelectivity * ntuples * cpu_index_tuple_cost;
-	*indexTotalCost = *indexStartupCost;
+	if (!PointerIsValid(DatumGetPointer(reloptions)))
+		return false;
+	foreach(lc, untransformRelOptions(reloptions))
+	{
+		if (strcmp(lfirst_node(DefElem, lc)->defname, "fastupdate") == 0)
+			return true;
+	}
+	return false;
+}
+
+static bytea *
+mihOptions(Datum reloptions, bool validate)
+{
+	GinOptions *options = (GinOptions *) ginoptions(reloptions, validate);
+
+	if (options != NULL && !fastupdateGiven(reloptions))
+		options->useFastUpdate = false;
+	return (bytea *) options;
+}
+
+static bool
+mihInsert(Relation index, Datum *values, bool *isnull, ItemPointer ht_ctid,
+		  Relation heapRel, IndexUniqueCheck checkUnique, bool indexUnchanged,
+		  IndexInfo *indexInfo)
+{
+	if (index->rd_options == NULL)
+	{
+		GinOptions *options = MemoryContextAllocZero(CacheMemoryContext,
+													 sizeof(GinOptions));
+
+		SET_VARSIZE(options, sizeof(GinOptions));
+		options->useFastUpdate = false;
+		options->pendingListCleanupSize = -1;	/* gin_pending_list_limit */
+		index->rd_options = (bytea *) options;
+	}
+	return gininsert(index, values, isnull, ht_ctid, heapRel, checkUnique,
+					 indexUnchanged, indexInfo);
+}
+
+/* The core access method's IndexAmRoutine with this extension's estimate */
+static IndexAmRoutine *
+wrapHandler(PGFunction core, amcostestimate_function costestimate)
+{
+	IndexAmRoutine *amroutine;
+
+	amroutine = (IndexAmRoutine *) DatumGetPointer(DirectFunctionCall1(core,
+																		PointerGetDatum(NULL)));
+	amroutine->amcostestimate = costestimate;
+	return amroutine;
 }
 
 PG_FUNCTION_INFO_V1(bktree_handler);
 Datum
 bktree_handler(PG_FUNCTION_ARGS)
 {
-	IndexAmRoutine *amroutine;
-
-	amroutine = (IndexAmRoutine *) DatumGetPointer(DirectFunctionCall1(spghandler,
-																		PointerGetDatum(NULL)));
-	amroutine->amcostestimate = bktreeCostEstimate;
-	PG_RETURN_POINTER(amroutine);
+	PG_RETURN_POINTER(wrapHandler(spghandler, bktreeCostEstimate));
 }
 
 PG_FUNCTION_INFO_V1(bktree_mih_handler);
 Datum
 bktree_mih_handler(PG_FUNCTION_ARGS)
 {
-	IndexAmRoutine *amroutine;
+	IndexAmRoutine *amroutine = wrapHandler(ginhandler, mihCostEstimate);
 
-	amroutine = (IndexAmRoutine *) DatumGetPointer(DirectFunctionCall1(ginhandler,
-																		PointerGetDatum(NULL)));
-	amroutine->amcostestimate = mihCostEstimate;
+	amroutine->amoptions = mihOptions;
+	amroutine->aminsert = mihInsert;
 	PG_RETURN_POINTER(amroutine);
 }

@@ -174,16 +174,7 @@ bktree_mih_extract_query(PG_FUNCTION_ARGS)
 	int			n = 0;
 	int			i;
 
-	switch (strategy)
-	{
-		case BKTREE_CONTAINED_STRATEGY:
-			bktreeDecodeArea(PG_GETARG_DATUM(0), &query);
-			break;
-		default:
-			elog(ERROR, "unrecognized strategy number: %d", strategy);
-			query.radius = -1;	/* keep compiler quiet */
-			break;
-	}
+	bktreeDecodeKey(NULL, strategy, InvalidOid, PG_GETARG_DATUM(0), &query);
 
 	/* A negative radius or NULL field: no keys, unsatisfiable query */
 	if (query.radius < 0)
@@ -230,13 +221,13 @@ bktree_mih_extract_query(PG_FUNCTION_ARGS)
 
 /*
  * Lower bound on d(v, q) for an indexed hash v, given which keys it may
- * contain (present[i]).  A substring with a present key is exactly that
- * key's distance away (v has one value per substring); one without is
- * further than the depth it was enumerated to (a depth of -1 means no keys
- * and a bound of 0).
+ * contain (check[i] != GIN_FALSE).  A substring with a present key is
+ * exactly that key's distance away (v has one value per substring); one
+ * without is further than the depth it was enumerated to (a depth of -1
+ * means no keys and a bound of 0).
  */
 static int
-mihLowerBound(const MihQuery *info, const bool *present, int nkeys)
+mihLowerBound(const MihQuery *info, const GinTernaryValue *check, int nkeys)
 {
 	int			best[MIH_SUBSTRINGS];
 	int			bound = 0;
@@ -246,7 +237,7 @@ mihLowerBound(const MihQuery *info, const bool *present, int nkeys)
 		best[i] = info->depth[i] + 1;
 	for (i = 0; i < nkeys; i++)
 	{
-		if (present[i] && info->keyDistance[i] < best[info->keySubstring[i]])
+		if (check[i] != GIN_FALSE && info->keyDistance[i] < best[info->keySubstring[i]])
 			best[info->keySubstring[i]] = info->keyDistance[i];
 	}
 	for (i = 0; i < MIH_SUBSTRINGS; i++)
@@ -254,62 +245,45 @@ mihLowerBound(const MihQuery *info, const bool *present, int nkeys)
 	return bound;
 }
 
+/*
+ * What both consistent functions answer: GIN_MAYBE (recheck) when v may be
+ * within the radius, taking every MAYBE key as present (the most
+ * favourable case), else GIN_FALSE.  Never GIN_TRUE: a key gives one
+ * substring's distance only.  The bool consistent function passes its
+ * check[] as is (false and true are GIN_FALSE and GIN_TRUE), as GIN's own
+ * shim between the two does the other way round (ginlogic.c).
+ */
+static GinTernaryValue
+mihMatch(StrategyNumber strategy, const GinTernaryValue *check, int32 nkeys,
+		 Pointer *extra_data)
+{
+	const MihQuery *info;
+
+	if (strategy != BKTREE_CONTAINED_STRATEGY)
+		elog(ERROR, "unrecognized strategy number: %d", strategy);
+	if (nkeys == 0)
+		return GIN_MAYBE;		/* GIN_SEARCH_MODE_ALL: every hash */
+	info = (const MihQuery *) extra_data[0];
+	return mihLowerBound(info, check, nkeys) <= info->radius ? GIN_MAYBE : GIN_FALSE;
+}
+
 PG_FUNCTION_INFO_V1(bktree_mih_consistent);
 Datum
 bktree_mih_consistent(PG_FUNCTION_ARGS)
 {
-	bool	   *check = (bool *) PG_GETARG_POINTER(0);
-	StrategyNumber strategy = PG_GETARG_UINT16(1);
-
-	/* bktree_area query = PG_GETARG_DATUM(2); */
-	int32		nkeys = PG_GETARG_INT32(3);
-	Pointer    *extra_data = (Pointer *) PG_GETARG_POINTER(4);
 	bool	   *recheck = (bool *) PG_GETARG_POINTER(5);
 
-	if (strategy != BKTREE_CONTAINED_STRATEGY)
-		elog(ERROR, "unrecognized strategy number: %d", strategy);
-
-	/* All cases served by this function are inexact */
 	*recheck = true;
-
-	/* GIN_SEARCH_MODE_ALL: every hash is a candidate */
-	if (nkeys == 0)
-		PG_RETURN_BOOL(true);
-
-	PG_RETURN_BOOL(mihLowerBound((MihQuery *) extra_data[0], check, nkeys) <=
-				   ((MihQuery *) extra_data[0])->radius);
+	PG_RETURN_BOOL(mihMatch(PG_GETARG_UINT16(1), (GinTernaryValue *) PG_GETARG_POINTER(0),
+							PG_GETARG_INT32(3), (Pointer *) PG_GETARG_POINTER(4)) != GIN_FALSE);
 }
 
 PG_FUNCTION_INFO_V1(bktree_mih_triconsistent);
 Datum
 bktree_mih_triconsistent(PG_FUNCTION_ARGS)
 {
-	GinTernaryValue *check = (GinTernaryValue *) PG_GETARG_POINTER(0);
-	StrategyNumber strategy = PG_GETARG_UINT16(1);
-
-	/* bktree_area query = PG_GETARG_DATUM(2); */
-	int32		nkeys = PG_GETARG_INT32(3);
-	Pointer    *extra_data = (Pointer *) PG_GETARG_POINTER(4);
-	bool		localPresent[64];
-	bool	   *present = localPresent;
-	MihQuery   *info;
-	int			i;
-
-	if (strategy != BKTREE_CONTAINED_STRATEGY)
-		elog(ERROR, "unrecognized strategy number: %d", strategy);
-
-	/* All cases served by this function are inexact: MAYBE, never TRUE */
-	if (nkeys == 0)
-		PG_RETURN_GIN_TERNARY_VALUE(GIN_MAYBE);
-
-	/* the most favourable case: every MAYBE key present */
-	if (nkeys > lengthof(localPresent))
-		present = (bool *) palloc(sizeof(bool) * nkeys);
-	for (i = 0; i < nkeys; i++)
-		present[i] = (check[i] != GIN_FALSE);
-
-	info = (MihQuery *) extra_data[0];
-	if (mihLowerBound(info, present, nkeys) > info->radius)
-		PG_RETURN_GIN_TERNARY_VALUE(GIN_FALSE);
-	PG_RETURN_GIN_TERNARY_VALUE(GIN_MAYBE);
+	PG_RETURN_GIN_TERNARY_VALUE(mihMatch(PG_GETARG_UINT16(1),
+										 (GinTernaryValue *) PG_GETARG_POINTER(0),
+										 PG_GETARG_INT32(3),
+										 (Pointer *) PG_GETARG_POINTER(4)));
 }

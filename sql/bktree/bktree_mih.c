@@ -138,9 +138,7 @@ bktree_mihx_extract_query(PG_FUNCTION_ARGS)
 	int			n = 0;
 	int			i;
 
-	if (strategy != BKTREE_CONTAINED_STRATEGY)
-		elog(ERROR, "unrecognized strategy number: %d", strategy);
-	bktreeDecodeArea(PG_GETARG_DATUM(0), &query);
+	bktreeDecodeKey(NULL, strategy, InvalidOid, PG_GETARG_DATUM(0), &query);
 
 	/* A negative radius or NULL field: no keys, unsatisfiable query */
 	*searchMode = GIN_SEARCH_MODE_DEFAULT;
@@ -221,36 +219,40 @@ bktree_mihx_compare_partial(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(-1);
 }
 
+/*
+ * What both consistent functions answer: GIN_MAYBE (recheck: two bits of a
+ * key are unknown) when some bucket key of v matched in comparePartial,
+ * else GIN_FALSE; the bool function passes its check[] as is (see
+ * mihMatch in bktree_gin.c).
+ */
+static GinTernaryValue
+mihxMatch(const GinTernaryValue *check, int32 nkeys)
+{
+	int			i;
+
+	if (nkeys == 0)
+		return GIN_MAYBE;		/* GIN_SEARCH_MODE_ALL */
+	for (i = 0; i < nkeys; i++)
+		if (check[i] != GIN_FALSE)
+			return GIN_MAYBE;
+	return GIN_FALSE;
+}
+
 PG_FUNCTION_INFO_V1(bktree_mihx_consistent);
 Datum
 bktree_mihx_consistent(PG_FUNCTION_ARGS)
 {
-	bool	   *check = (bool *) PG_GETARG_POINTER(0);
-	int32		nkeys = PG_GETARG_INT32(3);
 	bool	   *recheck = (bool *) PG_GETARG_POINTER(5);
-	int			i;
 
 	*recheck = true;
-	if (nkeys == 0)
-		PG_RETURN_BOOL(true);	/* GIN_SEARCH_MODE_ALL */
-	for (i = 0; i < nkeys; i++)
-		if (check[i])
-			PG_RETURN_BOOL(true);
-	PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(mihxMatch((GinTernaryValue *) PG_GETARG_POINTER(0),
+							 PG_GETARG_INT32(3)) != GIN_FALSE);
 }
 
 PG_FUNCTION_INFO_V1(bktree_mihx_triconsistent);
 Datum
 bktree_mihx_triconsistent(PG_FUNCTION_ARGS)
 {
-	GinTernaryValue *check = (GinTernaryValue *) PG_GETARG_POINTER(0);
-	int32		nkeys = PG_GETARG_INT32(3);
-	int			i;
-
-	if (nkeys == 0)
-		PG_RETURN_GIN_TERNARY_VALUE(GIN_MAYBE);
-	for (i = 0; i < nkeys; i++)
-		if (check[i] != GIN_FALSE)
-			PG_RETURN_GIN_TERNARY_VALUE(GIN_MAYBE);
-	PG_RETURN_GIN_TERNARY_VALUE(GIN_FALSE);
+	PG_RETURN_GIN_TERNARY_VALUE(mihxMatch((GinTernaryValue *) PG_GETARG_POINTER(0),
+										  PG_GETARG_INT32(3)));
 }

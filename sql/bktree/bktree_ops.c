@@ -142,6 +142,38 @@ bktreeDecodeAreaCached(FmgrInfo *flinfo, Datum area, BkQuery *query)
 }
 
 /*
+ * Decode the argument of a search key of any strategy into *query: the one
+ * place the strategies of bktree_ops and bktree_mih_ops are told apart for
+ * a search (SP-GiST's scan keys, the GIN classes' extract_query).  <@
+ * arguments go through the cache in flinfo when there is one; '=' compares
+ * int8 with an int8, int4 or int2 constant (subtype), widened here.
+ */
+void
+bktreeDecodeKey(FmgrInfo *flinfo, StrategyNumber strategy, Oid subtype,
+				Datum argument, BkQuery *query)
+{
+	switch (strategy)
+	{
+		case BKTREE_CONTAINED_STRATEGY:
+			bktreeDecodeAreaCached(flinfo, argument, query);
+			break;
+		case BKTREE_EQUAL_STRATEGY:
+			if (subtype == INT4OID)
+				query->center = DatumGetInt32(argument);
+			else if (subtype == INT2OID)
+				query->center = DatumGetInt16(argument);
+			else
+				query->center = DatumGetInt64(argument);
+			query->radius = 0;
+			break;
+		default:
+			elog(ERROR, "unrecognized strategy number: %d", strategy);
+			query->radius = -1; /* keep compiler quiet */
+			break;
+	}
+}
+
+/*
  * hamming_distance(int8, int8) returns int4, also the <-> operator.
  */
 PG_FUNCTION_INFO_V1(hamming_distance);

@@ -53,29 +53,8 @@ decodeScanKeys(FmgrInfo *flinfo, ScanKey keys, int nkeys, BkQuery *queries)
 	int			i;
 
 	for (i = 0; i < nkeys; i++)
-	{
-		switch (keys[i].sk_strategy)
-		{
-			case BKTREE_CONTAINED_STRATEGY:
-				bktreeDecodeAreaCached(flinfo, keys[i].sk_argument, &queries[i]);
-				break;
-			case BKTREE_EQUAL_STRATEGY:
-				/* "hash = 0" compares int8 with int4: widen the constant */
-				if (keys[i].sk_subtype == INT4OID)
-					queries[i].center = DatumGetInt32(keys[i].sk_argument);
-				else if (keys[i].sk_subtype == INT2OID)
-					queries[i].center = DatumGetInt16(keys[i].sk_argument);
-				else
-					queries[i].center = DatumGetInt64(keys[i].sk_argument);
-				queries[i].radius = 0;
-				break;
-			default:
-				elog(ERROR, "unrecognized strategy number: %d",
-					 keys[i].sk_strategy);
-				queries[i].radius = -1; /* keep compiler quiet */
-				break;
-		}
-	}
+		bktreeDecodeKey(flinfo, keys[i].sk_strategy, keys[i].sk_subtype,
+						keys[i].sk_argument, &queries[i]);
 }
 
 /*
