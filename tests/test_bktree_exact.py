@@ -20,6 +20,9 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 EDGES = [0, -1, INT64_MIN, INT64_MAX]
 MASK = 2**64 - 1
+PENDING_SQL = (
+    "SELECT n_pending_tuples FROM gin_metapage_info(get_raw_page('hashes_bktree_mih', 0))"
+)
 
 
 def hamming(a: int, b: int) -> int:
@@ -277,19 +280,84 @@ def test_exact_against_brute_force(conn, opclass: str, method: str) -> None:
     assert cur.fetchone()[0] == sum(h is not None for h in table.rows.values())
 
 
-def test_duplicate_heavy_index(conn) -> None:
+@pytest.mark.parametrize(
+    ("opclass", "method"),
+    [("bktree_ops", "spgist"), ("bktree_ops", "bktree"), ("bktree_mih_ops", "bktree_mih")],
+)
+def test_duplicate_heavy_index(conn, opclass: str, method: str) -> None:
     """Tens of thousands of identical hashes (flat images hash to 0) stay searchable."""
     rng = random.Random(7)
     values: list[int | None] = [0] * 30000 + [-1] * 10000
     values += [flip(0, rng.randint(1, 6), rng) for _ in range(3000)]
+    values += [flip(-1, rng.randint(1, 6), rng) for _ in range(1000)]
     values += [signed(rng.getrandbits(64)) for _ in range(3000)]
+    values += [INT64_MIN] * 500 + [INT64_MAX] * 500
     table = Table(conn, values)
     cur = conn.cursor()
-    cur.execute("CREATE INDEX hashes_spgist ON hashes USING spgist (hash bktree_ops)")
+    index = f"hashes_{method}"
+    cur.execute(f"CREATE INDEX {index} ON hashes USING {method} (hash {opclass})")
     cur.execute("ANALYZE hashes")
     table.insert([0] * 5000 + [flip(0, 1, rng) for _ in range(500)])
-    check_ranges(cur, table, "hashes_spgist", [0, -1, 1, 3, INT64_MIN], [0, 1, 2, 6, 32, 64])
-    check_knn(cur, table, [0, -1, 7])
+    points = [0, -1, 1, 3, INT64_MIN, INT64_MAX, flip(INT64_MAX, 2, rng)]
+    check_ranges(cur, table, index, points, [0, 1, 2, 6, 32, 64])
+    if method != "bktree_mih":
+        check_knn(cur, table, [0, -1, 7, INT64_MIN], index)
+    if method.startswith("bktree"):
+        check_nearest(cur, table, points)
+
+
+@pytest.mark.parametrize("fastupdate", [None, "on"])
+def test_bulk_load_into_mih_index(conn, fastupdate: str | None) -> None:
+    """A bulk load into a table that already has its bktree_mih index is searchable and, by
+    default (fast update off since 1.1), leaves no GIN pending list for searches to read."""
+    rng = random.Random(11)
+    table = Table(conn, make_hashes(rng, n_random=5000, n_clusters=50))
+    cur = conn.cursor()
+    options = f" WITH (fastupdate = {fastupdate})" if fastupdate else ""
+    cur.execute(f"CREATE INDEX hashes_bktree_mih ON hashes USING bktree_mih (hash){options}")
+    cur.execute("ANALYZE hashes")
+    present = [h for h in table.rows.values() if h is not None]
+    # 30k rows stay under gin_pending_list_limit (4 MB), so with fast update on they all wait
+    table.insert([flip(rng.choice(present), rng.randint(0, 4), rng) for _ in range(15000)]
+                 + [signed(rng.getrandbits(64)) for _ in range(15000)] + EDGES * 50)
+    cur.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    cur.execute(PENDING_SQL)
+    pending = cur.fetchone()[0]
+    if fastupdate is None:
+        assert pending == 0
+    else:
+        assert pending > 0  # the option still works when asked for
+    points = query_points(rng, table, 4)
+    check_ranges(cur, table, "hashes_bktree_mih", points, [0, 1, 3, 4, 6, 8, 10, 12, 16])
+    check_nearest(cur, table, points[:6])
+    # the default survives a relcache rebuild (ALTER INDEX ... RESET) and a REINDEX
+    cur.execute("ALTER INDEX hashes_bktree_mih RESET (fastupdate)")
+    cur.execute("REINDEX INDEX hashes_bktree_mih")
+    table.insert([signed(rng.getrandbits(64)) for _ in range(5000)])
+    cur.execute(PENDING_SQL)
+    assert cur.fetchone()[0] == 0
+    check_ranges(cur, table, "hashes_bktree_mih", points[:4], [0, 3, 8])
+
+
+def test_both_indexes_on_one_column(conn) -> None:
+    """With `bktree` and `bktree_mih` on one column the planner takes MIH for radius searches,
+    the BK-tree for ORDER BY <->, a seqscan for wide radii, and every answer is exact."""
+    rng = random.Random(13)
+    table = Table(conn, make_hashes(rng, n_random=30000, n_clusters=200))
+    cur = conn.cursor()
+    cur.execute("CREATE INDEX hashes_bk ON hashes USING bktree (hash)")
+    cur.execute("CREATE INDEX hashes_mih ON hashes USING bktree_mih (hash)")
+    cur.execute("ANALYZE hashes")
+    sql = "SELECT id FROM hashes WHERE hash <@ (%s, %s)"
+    for radius in (0, 3, 6, 8):
+        assert "hashes_mih" in plan(cur, sql, (12345, radius)), radius
+    assert "Seq Scan" in plan(cur, sql, (12345, 30))
+    assert "hashes_bk" in plan(cur, "SELECT id FROM hashes ORDER BY hash <-> %s LIMIT 10", (1,))
+    points = query_points(rng, table, 4)
+    check_ranges(cur, table, "hashes_mih", points, [0, 2, 3, 5, 6, 8, 10, 12, 20, 64])
+    check_knn(cur, table, points[:4], "hashes_bk")
+    check_nearest(cur, table, points)
+    check_batched(cur, table, points, 4)
 
 
 def test_amvalidate(conn) -> None:

@@ -133,7 +133,7 @@ def latency(cur, path: str, points: list[int], far: list[int]) -> dict:
         knn_sql = "SELECT id FROM bktree_nearest(NULL::bench, 'hash', %s, %s)"
     results: dict = {}
     for r in RADII:
-        plan = plan_of(cur, range_sql, (points[0], r))
+        plan = None if path == "seqscan" else plan_of(cur, range_sql, (points[0], r))
         results[f"r{r}"] = (*median_p95(cur, range_sql, points, r), plan)
     for k in KNN:
         results[f"knn{k}"] = (*median_p95(cur, knn_sql, far, k), None)
@@ -208,7 +208,7 @@ def fmt_ms(cell) -> str:
         return "–"
     median, p95, plan = cell
     text = f"{median:.2f} / {p95:.2f}" if median < 10 else f"{median:.0f} / {p95:.0f}"
-    return f"{text} ({plan})" if plan and plan != "seq" else text
+    return f"{text} ({plan})" if plan else text
 
 
 def markdown(results: list[dict], command: str, machine: str, server: str, load: str) -> str:

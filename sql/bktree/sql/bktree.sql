@@ -117,3 +117,28 @@ SELECT q.i, count(h.id)
 FROM unnest(ARRAY[0, -1, 2951234132655331968]::int8[]) WITH ORDINALITY AS q (h, i)
 LEFT JOIN LATERAL (SELECT id FROM hashes WHERE hash <@ (q.h, 3)) h ON true
 GROUP BY q.i ORDER BY q.i;
+-- bktree_mih: fast update off unless asked for, so rows inserted into an indexed table wait
+-- in no pending list (which every search would read until VACUUM)
+CREATE EXTENSION pageinspect;
+CREATE TABLE loaded (hash int8);
+CREATE INDEX loaded_default ON loaded USING bktree_mih (hash);
+INSERT INTO loaded SELECT g * 7919 FROM generate_series(1, 2000) g;
+SELECT n_pending_tuples FROM gin_metapage_info(get_raw_page('loaded_default', 0));
+DROP INDEX loaded_default;
+CREATE INDEX loaded_on ON loaded USING bktree_mih (hash) WITH (fastupdate = on);
+INSERT INTO loaded SELECT g * 7919 FROM generate_series(1, 2000) g;
+SELECT n_pending_tuples FROM gin_metapage_info(get_raw_page('loaded_on', 0));
+ALTER INDEX loaded_on SET (gin_pending_list_limit = 128);
+INSERT INTO loaded SELECT g * 7907 FROM generate_series(1, 10) g;
+SELECT n_pending_tuples > 0 AS pending FROM gin_metapage_info(get_raw_page('loaded_on', 0));
+ALTER INDEX loaded_on RESET (fastupdate);
+VACUUM loaded;
+INSERT INTO loaded SELECT g * 7907 FROM generate_series(1, 10) g;
+SELECT n_pending_tuples FROM gin_metapage_info(get_raw_page('loaded_on', 0));
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM loaded WHERE hash <@ (7919, 2);
+SELECT count(*) FROM loaded WHERE hash <@ (7919, 2);
+RESET enable_seqscan;
+SELECT count(*) FROM loaded WHERE hamming_distance(hash, 7919) <= 2;
+DROP TABLE loaded;
+DROP EXTENSION pageinspect;
