@@ -1,4 +1,4 @@
--- ALTER EXTENSION bktree UPDATE from 1.0 keeps 1.0's indexes and adds 1.1's
+-- ALTER EXTENSION bktree UPDATE from 1.0 keeps 1.0's indexes and adds 1.1's (and 1.2's bktree_nearest)
 DROP EXTENSION bktree CASCADE;
 CREATE EXTENSION bktree VERSION '1.0';
 CREATE TABLE up (id int4, hash int8);
