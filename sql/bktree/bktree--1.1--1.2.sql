@@ -13,8 +13,9 @@
 --   hashes of this size (pg_class.reltuples) would hold k/2 rows, then goes up one bit at a
 --   time: each step re-reads every bucket of its radius, so the steps past 9 bits (308
 --   buckets at 9, 2,228 at 14, 10,068 at 19) are what the search costs, and the ones below
---   the k-th distance are wasted. For a view (no reltuples) the ladder is 9, 11, 13,
---   15, 17, 19. Near-duplicate data stops early at 0, 3 or 6 either way.
+--   the k-th distance are wasted. For a view the size is that of the largest table it reads;
+--   without a size (never analyzed: reltuples -1) the ladder is 9, 11, 13, 15, 17, 19.
+--   Near-duplicate data stops early at 0, 3 or 6 either way.
 -- - each step's search is planned apart from its ORDER BY ... LIMIT, so that it takes the MIH
 --   index (1.1's counting query took the BK-tree's ordered scan at 19 bits, 10x slower).
 -- Past 19 bits: a sequential top-k of the rows further than 19. Same results as 1.1.
@@ -41,7 +42,15 @@ BEGIN
 		RETURN;
 	END IF;
 	SELECT c.reltuples INTO ntuples FROM pg_class c WHERE c.oid = to_regclass(src)
-		AND c.relkind IN ('r', 'm', 'p');
+		AND c.relkind IN ('r', 'm');
+	IF ntuples IS NULL THEN
+		-- a view: the largest table it reads (the hashes view: about one row per usage)
+		SELECT max(c.reltuples) INTO ntuples
+		FROM pg_rewrite w
+		JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+		JOIN pg_class c ON c.oid = d.refobjid AND c.relkind IN ('r', 'm')
+		WHERE w.ev_class = to_regclass(src);
+	END IF;
 	IF coalesce(ntuples, 0) > 0 THEN
 		FOR radius IN 0..19 LOOP
 			IF ntuples * within[radius + 1] >= k / 2.0 THEN

@@ -108,6 +108,17 @@ FROM (VALUES (0::int8), (-1), (-9223372036854775808), (9223372036854775807)) v (
 SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', NULL, 5);
 SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', 1, 0);
 SELECT count(*) FROM bktree_nearest(NULL::hashes, 'hash', 1, 100000);
+-- through a view (sized by the table it reads) and on a table never analyzed: the same
+CREATE VIEW hashes_view AS SELECT id, hash FROM hashes;
+CREATE TABLE hashes_fresh AS SELECT id, hash FROM hashes;
+SELECT q, k, (SELECT array_agg(hash <-> q) FROM bktree_nearest(NULL::hashes_view, 'hash', q, k))
+	= (SELECT array_agg(hash <-> q) FROM bktree_nearest(NULL::hashes, 'hash', q, k)) AS view_same,
+	(SELECT array_agg(hash <-> q) FROM bktree_nearest(NULL::hashes_fresh, 'hash', q, k))
+	= (SELECT array_agg(hash <-> q) FROM bktree_nearest(NULL::hashes, 'hash', q, k)) AS fresh_same
+FROM (VALUES (2951234132655331968::int8), (12345)) v (q), (VALUES (1), (40), (500)) w (k)
+ORDER BY 1, 2;
+DROP VIEW hashes_view;
+DROP TABLE hashes_fresh;
 -- batched probes: one LATERAL join, each row tagged with its query; the radius alone sets
 -- the cost, so the inner scan takes the MIH index though its center is the outer row's
 EXPLAIN (COSTS OFF)
