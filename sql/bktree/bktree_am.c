@@ -222,24 +222,30 @@ mihCostEstimate(PlannerInfo *root, IndexPath *path, double loop_count,
 }
 
 /*
- * GIN's fast update is off by default for bktree_mih.  Its pending list
- * (up to gin_pending_list_limit, 4 MB: ~40k hashes) is read in full by every
- * search until VACUUM merges it, so a search right after a bulk load took
- * 130x as long.  Every key of this class is unique (the whole hash), so the
- * pending list saves no posting-list merging either; inserting directly
- * costs COPY little (docs/bktree-benchmarks.md).  "WITH (fastupdate = on)"
- * still turns it on.
+ * GIN's pending list is 256 kB by default for bktree_mih, not
+ * gin_pending_list_limit's 4 MB.  Fast update queues inserted rows in a
+ * pending list that every search reads in full until it is merged into the
+ * entry tree (by VACUUM, or by the insert that finds it over the limit):
+ * after a bulk load of 100k rows into a 1M-row table 47k rows waited there
+ * and a radius 3 search took 20-130x as long.  With 256 kB (about 2,500
+ * hashes) the search right after the load is as fast as with no pending
+ * list, and COPY costs the CPU time of GIN's default; fast update off (every
+ * row straight into the entry tree) costs twice that (docs/bktree-benchmarks.md,
+ * run 5).  "WITH (gin_pending_list_limit = ...)" or "fastupdate = off" on the
+ * index still decide.
  *
- * GIN reads the option through rd_options, which the relcache leaves NULL
- * for an index created without options (GIN's default, fastupdate on, then
- * applies); amoptions is not called for it.  So both paths are covered:
- * mihOptions sets fastupdate off unless it is given, and mihInsert gives an
- * index without options a GinOptions with fastupdate off before GIN reads
- * it.  The struct lives in CacheMemoryContext; the relcache pfrees
- * rd_options itself when it rebuilds or drops the entry.
+ * GIN reads the options through rd_options, which the relcache leaves NULL
+ * for an index created without options (GIN's defaults then apply), and
+ * amoptions is not called for it.  So both paths are covered: mihOptions
+ * sets the limit when it is not given, and mihInsert gives an index without
+ * options the same before GIN reads them.  That struct lives in
+ * CacheMemoryContext; the relcache pfrees rd_options itself when it
+ * rebuilds or drops the entry.
  */
+#define MIH_PENDING_LIST_KB		256
+
 static bool
-fastupdateGiven(Datum reloptions)
+optionGiven(Datum reloptions, const char *name)
 {
 	ListCell   *lc;
 
@@ -247,7 +253,7 @@ fastupdateGiven(Datum reloptions)
 		return false;
 	foreach(lc, untransformRelOptions(reloptions))
 	{
-		if (strcmp(lfirst_node(DefElem, lc)->defname, "fastupdate") == 0)
+		if (strcmp(lfirst_node(DefElem, lc)->defname, name) == 0)
 			return true;
 	}
 	return false;
@@ -258,8 +264,8 @@ mihOptions(Datum reloptions, bool validate)
 {
 	GinOptions *options = (GinOptions *) ginoptions(reloptions, validate);
 
-	if (options != NULL && !fastupdateGiven(reloptions))
-		options->useFastUpdate = false;
+	if (options != NULL && !optionGiven(reloptions, "gin_pending_list_limit"))
+		options->pendingListCleanupSize = MIH_PENDING_LIST_KB;
 	return (bytea *) options;
 }
 
@@ -274,8 +280,8 @@ mihInsert(Relation index, Datum *values, bool *isnull, ItemPointer ht_ctid,
 													 sizeof(GinOptions));
 
 		SET_VARSIZE(options, sizeof(GinOptions));
-		options->useFastUpdate = false;
-		options->pendingListCleanupSize = -1;	/* gin_pending_list_limit */
+		options->useFastUpdate = GIN_DEFAULT_USE_FASTUPDATE;
+		options->pendingListCleanupSize = MIH_PENDING_LIST_KB;
 		index->rd_options = (bytea *) options;
 	}
 	return gininsert(index, values, isnull, ht_ctid, heapRel, checkUnique,
