@@ -8,7 +8,14 @@
 -- dropped. Needs the 1.1 extension files on the server (`make -C sql/bktree install`).
 -- Rebuilding both indexes takes about a minute per million hashed files.
 
-ALTER EXTENSION bktree UPDATE TO '1.1';
+-- from 1.0 only: a database created with a newer default version (1.2) has 1.1's objects already
+DO $$
+BEGIN
+	IF (SELECT extversion FROM pg_extension WHERE extname = 'bktree') = '1.0' THEN
+		ALTER EXTENSION bktree UPDATE TO '1.1';
+	END IF;
+END
+$$;
 
 DROP INDEX IF EXISTS files_dhash_mih_idx;
 DROP INDEX IF EXISTS files_dhash_idx;
