@@ -77,6 +77,8 @@ def main() -> None:
         conn.autocommit = True
         cur = conn.cursor()
         cur.execute("CREATE EXTENSION bktree")
+        cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'bktree'")
+        version = cur.fetchone()[0]
         cur.execute("SET maintenance_work_mem = '1GB'")
         started = time.monotonic()
         cur.execute("CREATE TABLE old (id serial, hash bigint)")
@@ -94,7 +96,8 @@ def main() -> None:
                         (args.rows // 20, args.rows))
         cur.execute("ANALYZE old")
         cur.execute("CREATE TABLE new AS SELECT * FROM old")
-        print(f"{args.rows:,} {args.shape} hashes loaded in {time.monotonic() - started:.0f} s"
+        print(f"bktree {version}; {args.rows:,} {args.shape} hashes loaded in"
+              f" {time.monotonic() - started:.0f} s"
               f" (load {os.getloadavg()[0]:.1f})\n")
         print("| index | build (s) | size (MB) |\n| --- | ---: | ---: |")
         for table, ddls in LAYOUTS.items():
