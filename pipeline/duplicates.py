@@ -493,9 +493,10 @@ def stored_page(conn: Connection, *, max_distance: int = DEFAULT_MAX_DISTANCE,
                     " WHERE max_distance = %s AND size >= %s", (max_distance, min_size))
         total = cur.fetchone()[0]
         cur.execute("SELECT c.cluster, c.size, m.ids FROM duplicate_clusters c"
-                    " CROSS JOIN LATERAL (SELECT array_agg(file_id ORDER BY file_id) AS ids FROM"
-                    "  (SELECT file_id FROM duplicate_members m WHERE m.max_distance = c.max_distance"
-                    "   AND m.cluster = c.cluster ORDER BY file_id LIMIT %s) s) m"
+                    " CROSS JOIN LATERAL (SELECT array_agg(file_id ORDER BY file_id) AS ids"
+                    "  FROM (SELECT file_id FROM duplicate_members m"
+                    "   WHERE m.max_distance = c.max_distance AND m.cluster = c.cluster"
+                    "   ORDER BY file_id LIMIT %s) s) m"
                     " WHERE c.max_distance = %s AND c.cluster > %s AND c.cluster <= %s"
                     " ORDER BY c.cluster",
                     (files_per_cluster, max_distance, offset, min(offset + limit, total)))

@@ -117,7 +117,7 @@ def load(url: str, n: int, bktree: bool) -> None:
         cur.execute("ALTER TABLE usages ADD FOREIGN KEY (file_id) REFERENCES files"
                     " ON DELETE CASCADE")
         cur.execute("ALTER TABLE files ADD CONSTRAINT files_title_key UNIQUE (title)")
-        for name, definition in indexes:
+        for _, definition in indexes:
             if "USING bktree (" in definition or "spgist" in definition:
                 if not bktree:
                     continue
