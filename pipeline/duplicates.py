@@ -364,7 +364,8 @@ def describe(conn: Connection, ids: list[int], cap: int = ARTICLES_PER_FILE
                     " (SELECT count(*) FROM usages u WHERE u.file_id = f.file_id),"
                     " ARRAY(SELECT p.title FROM usages u JOIN pages p ON p.page_id = u.page_id"
                     "       WHERE u.file_id = f.file_id ORDER BY p.title LIMIT %s)"
-                    " FROM files f WHERE f.file_id = ANY(%s)", (cap, ids))
+                    " FROM unnest(%s::bigint[]) AS q (id) JOIN files f ON f.file_id = q.id",
+                    (cap, ids))
         return {fid: ClusterFile(file_id=fid, title=title, repo=repo, size=size, sha1=sha1,
                                  hash=imaging.int64_to_hex(dhash), articles=list(articles),
                                  article_count=count)
