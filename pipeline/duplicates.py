@@ -240,11 +240,16 @@ def clusters_of_hashes(hashes: np.ndarray, d: int
 
 # -- I/O edge ----------------------------------------------------------------------------------
 
-_INFORMATIVE = "dhash IS NOT NULL AND low_information IS NOT TRUE"
+_COPY_HASHES = ("COPY (SELECT dhash FROM files"
+                " WHERE dhash IS NOT NULL AND low_information IS NOT TRUE)"
+                " TO STDOUT WITH (FORMAT binary)")
+_COPY_IDS = ("COPY (SELECT file_id, dhash FROM files"
+             " WHERE dhash IS NOT NULL AND low_information IS NOT TRUE)"
+             " TO STDOUT WITH (FORMAT binary)")
 
 
-def _copy_columns(conn: Connection, query: str, columns: int) -> np.ndarray:
-    """The bigint columns of `query` (no NULLs) through COPY ... (FORMAT binary): a record
+def _copy_columns(conn: Connection, statement: str, columns: int) -> np.ndarray:
+    """The bigint columns (no NULLs) of a COPY ... (FORMAT binary) `statement`: a record
     array, big-endian fields `c0`.. ; read through a temporary file, not Python objects."""
     fields = {"names": ["n"], "formats": [">i2"], "offsets": [0]}
     for c in range(columns):
@@ -253,7 +258,7 @@ def _copy_columns(conn: Connection, query: str, columns: int) -> np.ndarray:
         fields["offsets"] += [2 + 12 * c, 6 + 12 * c]
     dtype = np.dtype({**fields, "itemsize": 2 + 12 * columns})
     with tempfile.TemporaryFile() as tmp, conn.cursor() as cur:
-        cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", tmp)
+        cur.copy_expert(statement, tmp)
         size = tmp.tell()
         rows = (size - 19 - 2) // dtype.itemsize
         tmp.seek(0)
@@ -295,7 +300,7 @@ def find_clusters(conn: Connection, *, max_distance: int = DEFAULT_MAX_DISTANCE)
     _check(max_distance, 2)
     seconds = {}
     started = time.perf_counter()
-    hashes = _copy_columns(conn, f"SELECT dhash FROM files WHERE {_INFORMATIVE}", 1)["c0"]
+    hashes = _copy_columns(conn, _COPY_HASHES, 1)["c0"]
     hashes = hashes.astype(np.int64)
     seconds["read hashes"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -307,7 +312,7 @@ def find_clusters(conn: Connection, *, max_distance: int = DEFAULT_MAX_DISTANCE)
     unique, label = unique[clustered], label[clustered]
     seconds["components"] = time.perf_counter() - started
     started = time.perf_counter()
-    rows = _copy_columns(conn, f"SELECT file_id, dhash FROM files WHERE {_INFORMATIVE}", 2)
+    rows = _copy_columns(conn, _COPY_IDS, 2)
     ids, ours = [], []
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start:start + CHUNK]
@@ -417,8 +422,9 @@ def store(conn: Connection, result: Result, *, hashed_files: int | None = None) 
         hashed_files = _hashed_files(conn)
     d = result.max_distance
     with conn.cursor() as cur:
-        for table in ("duplicate_members", "duplicate_clusters", "duplicate_runs"):
-            cur.execute(f"DELETE FROM {table} WHERE max_distance = %s", (d,))
+        cur.execute("DELETE FROM duplicate_members WHERE max_distance = %s", (d,))
+        cur.execute("DELETE FROM duplicate_clusters WHERE max_distance = %s", (d,))
+        cur.execute("DELETE FROM duplicate_runs WHERE max_distance = %s", (d,))
         cur.execute("INSERT INTO duplicate_runs (max_distance, hashed_files, files,"
                     " clusters, clustered_files, seconds) VALUES (%s, %s, %s, %s, %s, %s)",
                     (d, hashed_files, result.files, len(result.sizes),
