@@ -12,9 +12,10 @@ blocks come first and sorted: every pair that agrees on those blocks is then adj
 run of equal leading bits, and only such pairs are compared (XOR + popcount). m is chosen from
 a cost model (tables x (n + expected candidate pairs)); at D = 4 and 10M hashes it is 6 blocks,
 15 tables, 21-22 exact bits each: a few candidates per hash. No index is used: the hashes are
-read once by `COPY ... (FORMAT binary)` into a temporary file and then held in memory as numpy
-arrays, about 30 bytes per distinct informative hash (300 MB at 10M); the components are a
-vectorised union-find over distinct hashes. Files with the same hash are one node.
+read by `COPY ... (FORMAT binary)` into a temporary file, then held in memory as numpy arrays
+(the distinct hashes, their counts, a permuted copy and the union-find: about 40 bytes per
+distinct informative hash); the components are a vectorised union-find over distinct hashes
+(files with the same hash are one node).
 
 `find_clusters` gives the clusters (ids only); `describe` adds each file's repository, size and
 articles, a bounded batch of files per SQL call. `store` writes a result into the ledger
@@ -24,6 +25,7 @@ when it was computed and whether the ledger changed since.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import tempfile
 import time
@@ -248,9 +250,12 @@ _COPY_IDS = ("COPY (SELECT file_id, dhash FROM files"
              " TO STDOUT WITH (FORMAT binary)")
 
 
-def _copy_columns(conn: Connection, statement: str, columns: int) -> np.ndarray:
-    """The bigint columns (no NULLs) of a COPY ... (FORMAT binary) `statement`: a record
-    array, big-endian fields `c0`.. ; read through a temporary file, not Python objects."""
+@contextlib.contextmanager
+def _copied(conn: Connection, statement: str, columns: int
+            ) -> Iterator[tuple[int, Iterator[np.ndarray]]]:
+    """The bigint columns (no NULLs) of a COPY ... (FORMAT binary) `statement`, spooled to a
+    temporary file: (rows, chunks), each chunk a record array of at most CHUNK rows with
+    big-endian fields `c0`..; only one chunk is in memory at a time."""
     fields = {"names": ["n"], "formats": [">i2"], "offsets": [0]}
     for c in range(columns):
         fields["names"] += [f"l{c}", f"c{c}"]
@@ -259,13 +264,17 @@ def _copy_columns(conn: Connection, statement: str, columns: int) -> np.ndarray:
     dtype = np.dtype({**fields, "itemsize": 2 + 12 * columns})
     with tempfile.TemporaryFile() as tmp, conn.cursor() as cur:
         cur.copy_expert(statement, tmp)
-        size = tmp.tell()
-        rows = (size - 19 - 2) // dtype.itemsize
+        rows = (tmp.tell() - 19 - 2) // dtype.itemsize
         tmp.seek(0)
         if tmp.read(11) != b"PGCOPY\n\xff\r\n\x00":
             raise ValueError("not a binary COPY")
-        tmp.seek(19)
-        return np.fromfile(tmp, dtype=dtype, count=rows)
+
+        def chunks() -> Iterator[np.ndarray]:
+            tmp.seek(19)
+            for start in range(0, rows, CHUNK):
+                yield np.fromfile(tmp, dtype=dtype, count=min(CHUNK, rows - start))
+
+        yield rows, chunks()
 
 
 @dataclass
@@ -300,8 +309,12 @@ def find_clusters(conn: Connection, *, max_distance: int = DEFAULT_MAX_DISTANCE)
     _check(max_distance, 2)
     seconds = {}
     started = time.perf_counter()
-    hashes = _copy_columns(conn, _COPY_HASHES, 1)["c0"]
-    hashes = hashes.astype(np.int64)
+    with _copied(conn, _COPY_HASHES, 1) as (rows, chunks):
+        hashes = np.empty(rows, np.int64)
+        start = 0
+        for chunk in chunks:
+            hashes[start:start + len(chunk)] = chunk["c0"]
+            start += len(chunk)
     seconds["read hashes"] = time.perf_counter() - started
     started = time.perf_counter()
     unique, counts, label = clusters_of_hashes(hashes, max_distance)
@@ -312,16 +325,14 @@ def find_clusters(conn: Connection, *, max_distance: int = DEFAULT_MAX_DISTANCE)
     unique, label = unique[clustered], label[clustered]
     seconds["components"] = time.perf_counter() - started
     started = time.perf_counter()
-    rows = _copy_columns(conn, _COPY_IDS, 2)
     ids, ours = [], []
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start:start + CHUNK]
-        h = chunk["c1"].astype(np.int64).view(np.uint64)
-        pos = np.minimum(np.searchsorted(unique, h), max(len(unique) - 1, 0))
-        hit = unique[pos] == h if len(unique) else np.zeros(len(h), bool)
-        ids.append(chunk["c0"][hit].astype(np.int64))
-        ours.append(label[pos[hit]])
-    del rows
+    with _copied(conn, _COPY_IDS, 2) as (_, chunks):
+        for chunk in chunks:
+            h = chunk["c1"].astype(np.int64).view(np.uint64)
+            pos = np.minimum(np.searchsorted(unique, h), max(len(unique) - 1, 0))
+            hit = unique[pos] == h if len(unique) else np.zeros(len(h), bool)
+            ids.append(chunk["c0"][hit].astype(np.int64))
+            ours.append(label[pos[hit]])
     ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     roots = np.concatenate(ours) if ours else np.zeros(0, np.int64)
     # order: cluster size descending, then the cluster's smallest file id, then file id
