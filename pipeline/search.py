@@ -199,6 +199,14 @@ def candidates(conn: Connection, probes: list[variants.Variant], *, max_distance
         if nearest:
             tagged = [(i, *row) for i, probe in enumerate(probes)
                       for row in _nearest(cur, probe.int64, nearest)]
+            # bktree_nearest breaks ties at the k-th distance arbitrarily: every file as near
+            # as the k-th is a candidate, so that ranking, not the index, picks among them.
+            nearest_of: dict[int, int] = {}
+            for _, file_id, d in tagged:
+                nearest_of[file_id] = min(d, nearest_of.get(file_id, d))
+            kth = sorted(nearest_of.values())[:nearest][-1] if tagged else None
+            if kth is not None and kth <= MAX_USEFUL_DISTANCE:
+                tagged += _within(cur, [probe.int64 for probe in probes], kth, per_probe)
         else:
             # One more than listed per probe, to know whether the list was cut.
             tagged = _within(cur, [probe.int64 for probe in probes], max_distance, per_probe)
