@@ -45,6 +45,9 @@ MAX_USEFUL_DISTANCE = 16
 # `wikihash search --nearest` and the web API's `nearest` accept 1..MAX_RESULTS.
 MAX_RESULTS = 200
 LOW_INFORMATION_CAP = 20  # files listed for a low-information query
+# Bits; two files of the same size in pixels whose hashes are this close are one picture saved
+# twice, listed as one result (`group`). Chosen by ops/bench/ranking.py (docs/search.md).
+SAME_PICTURE_BITS = 2
 
 
 @dataclass(frozen=True)
@@ -246,24 +249,34 @@ def rank(found: list[Candidate]) -> list[Candidate]:
     return sorted(found, key=rank_key)
 
 
-def group(ranked: list[Candidate]) -> list[list[Candidate]]:
-    """Exact duplicates together, in rank order: the same SHA-1 (the same bytes under two
-    names, or on two wikis), or the same hash and the same size in pixels (the same picture
-    saved again). Each group sits where its best-ranked file was."""
+def group(ranked: list[Candidate], same_picture_bits: int = SAME_PICTURE_BITS) -> list[
+        list[Candidate]]:
+    """Duplicates together, in rank order: the same SHA-1 (the same bytes under two names, or
+    on two wikis), or the same size in pixels and hashes at most `same_picture_bits` apart
+    (the same picture saved again: a JPEG re-encoded at another quality moves the stored
+    thumbnail's hash by a bit or two). Each group sits where its best-ranked file was."""
     groups: list[list[Candidate]] = []
-    index: dict[tuple, int] = {}
+    by_sha1: dict[str, int] = {}
+    by_size: dict[tuple[int, int], list[tuple[int, int]]] = {}  # size -> [(dhash, group)]
     for c in ranked:
-        keys = [("sha1", c.sha1)] if c.sha1 else []
-        if c.width and c.height:
-            keys.append(("pixels", c.dhash, c.width, c.height))
-        at = next((index[k] for k in keys if k in index), None)
+        at = by_sha1.get(c.sha1) if c.sha1 else None
+        size = (c.width, c.height) if c.width and c.height else None
+        if at is None and size is not None:
+            at = next((g for h, g in by_size.get(size, ())
+                       if _hamming(h, c.dhash) <= same_picture_bits), None)
         if at is None:
             at = len(groups)
             groups.append([])
         groups[at].append(c)
-        for k in keys:
-            index.setdefault(k, at)
+        if c.sha1:
+            by_sha1.setdefault(c.sha1, at)
+        if size is not None:
+            by_size.setdefault(size, []).append((c.dhash, at))
     return groups
+
+
+def _hamming(a: int, b: int) -> int:
+    return ((a ^ b) & 0xFFFF_FFFF_FFFF_FFFF).bit_count()
 
 
 def _describe(conn: Connection, groups: list[list[Candidate]]) -> list[Match]:
