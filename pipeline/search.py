@@ -267,11 +267,11 @@ def group(ranked: list[Candidate], same_picture_bits: int = SAME_PICTURE_BITS) -
         if at is None:
             at = len(groups)
             groups.append([])
+            if size is not None:  # compared with a group's first file only: no chains
+                by_size.setdefault(size, []).append((c.dhash, at))
         groups[at].append(c)
         if c.sha1:
             by_sha1.setdefault(c.sha1, at)
-        if size is not None:
-            by_size.setdefault(size, []).append((c.dhash, at))
     return groups
 
 

@@ -78,14 +78,24 @@ def test_nearest_ranks_the_same_way(ledger):
     assert [m.title for m in result.matches] == ["Hopper.jpg", "Hopper small.jpg"]
 
 
-def test_grouping_needs_the_same_bytes_or_the_same_hash_and_size():
+def test_grouping_needs_the_same_bytes_or_the_same_size_and_a_hash_as_near():
     def c(file_id, sha1, dhash, width, height):
         return search.Candidate(file_id, 0, "original", 0.0, sha1, dhash, width, height)
 
-    groups = search.group([c(1, "a", 5, 10, 10), c(2, "b", 5, 10, 10), c(3, "a", 7, 20, 20),
-                           c(4, "d", 5, 20, 10), c(5, None, 9, None, None),
-                           c(6, None, 9, None, None)])
-    assert [[x.file_id for x in g] for g in groups] == [[1, 2, 3], [4], [5], [6]]
+    assert search.SAME_PICTURE_BITS == 2
+    groups = search.group([
+        c(1, "a", 5, 10, 10), c(2, "b", 5, 10, 10),  # same hash and size
+        c(3, "a", 7, 20, 20),  # same bytes (SHA-1): whatever the facts say
+        c(4, "d", 5, 20, 10),  # same hash, another size
+        c(5, None, 9, None, None), c(6, None, 9, None, None),  # nothing known to compare
+        c(7, "e", 5 ^ 0b11, 10, 10),  # 2 bits from the group's first file
+        c(8, "f", 5 ^ 0b111, 10, 10),  # 3 bits from it (1 from file 7: no chains)
+        c(9, "g", -1, 10, 10), c(10, "h", -1 ^ (1 << 63), 10, 10),  # the sign bit counts
+    ])
+    assert [[x.file_id for x in g] for g in groups] == [[1, 2, 3, 7], [4], [5], [6], [8],
+                                                        [9, 10]]
+    exact = search.group([c(1, "a", 5, 10, 10), c(7, "e", 5 ^ 0b11, 10, 10)], 0)
+    assert [[x.file_id for x in g] for g in exact] == [[1], [7]]
 
 
 def test_the_cli_prints_the_ranked_groups(ledger):
