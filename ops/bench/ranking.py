@@ -295,6 +295,7 @@ class Tally:
         self.n = defaultdict(int)
         self.found = defaultdict(int)
         self.first = defaultdict(int)
+        self.shown = defaultdict(int)
         self.wrong = defaultdict(int)
 
     def add(self, how: str, groups: list[list[int]], right: set[int],
@@ -304,6 +305,7 @@ class Tally:
         self.n[how] += 1
         self.found[how] += bool(listed & truth)
         self.first[how] += bool(groups and set(groups[0]) & right)
+        self.shown[how] += bool(groups and groups[0][0] in right)
         self.wrong[how] += len(listed - truth)
 
     def row(self, label: str) -> str:
@@ -313,6 +315,7 @@ class Tally:
         return (f"| {label} | " + " | ".join(cells)
                 + f" | {sum(self.found.values()) / total:.1%}"
                 + f" | {sum(self.first.values()) / total:.1%}"
+                + f" | {sum(self.shown.values()) / total:.1%}"
                 + f" | {sum(self.wrong.values()) / total:.2f} |")
 
     def meets(self) -> bool:
@@ -370,14 +373,16 @@ def measure(url: str, files: list[tuple[str, bytes]], radius: int):
 def report(tallies, seconds, files, crawl_s, width, radius, command) -> str:
     queried = tallies["main"].n[ALTERATIONS[0]]
     header = ("| ranking | " + " | ".join(ALTERATIONS)
-              + " | found | first right | wrong articles / query |")
-    rule = "|---" * (len(ALTERATIONS) + 4) + "|"
+              + " | found | first right | first file shown right | wrong articles / query |")
+    rule = "|---" * (len(ALTERATIONS) + 5) + "|"
     lines = [
         f"Real MediaWiki 1.39 (ImageMagick thumbnails), {len(files)} files uploaded"
         f" ({len({d for _, d in files})} distinct contents), crawled by the pipeline in"
         f" {crawl_s:.0f} s at {width} px; {queried} files queried x {len(ALTERATIONS)}"
         f" alterations = {queried * len(ALTERATIONS)} queries at r={radius}, today's query"
-        " variants. Each cell: found / first result right / wrong articles per query.",
+        " variants. Each cell: found / first result right / wrong articles per query."
+        " First file shown right: the first result's own file (not one grouped under it) is"
+        " the query's file or a byte copy of it.",
         "",
         "Targets: first right >= 95% (non-geometric), >= 85% (border, mirror, crop);"
         f" <= {TARGET_WRONG} wrong articles per query; found no lower than main.",
