@@ -5,8 +5,10 @@ Step "search" of the flow in docs/architecture.md. The query is hashed with the 
 all variants ask the bktree indexes in one SQL call for `files.dhash <@ (h, d)` (the planner
 takes the multi-index-hashing index, pipeline/migrations/003_dhash_indexes.sql), each row
 tagged with its variant, or, one by one, for the K nearest (`bktree_nearest`, exact), and
-the matches are merged keeping each file's best distance. Article URLs are built from the wiki's
-own `server` and `articlepath` in `wiki_info`. See docs/search.md.
+the matches are merged keeping each file's best distance, ranked (`rank_key`: distance, the
+query's own hash before a variant, the query's shape) and grouped (`group`: the same bytes, or
+the same pixel size within `SAME_PICTURE_BITS`) into one result per picture. Article URLs are
+built from the wiki's own `server` and `articlepath` in `wiki_info`. See docs/search.md.
 
 A low-information query (a striped flag, a flat image: `imaging.is_low_information`) matches
 thousands of unrelated files; its results are capped at `LOW_INFORMATION_CAP` with a note.
