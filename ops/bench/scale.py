@@ -1,23 +1,34 @@
 """Scale benchmark: crawl an enwiki-shaped wiki of N articles end to end, per stage per 1,000 files.
 
 One run, on one machine: serves `tests.fakewiki.enwiki` (N articles, generated on the fly,
-docs/scale.md) on 127.0.0.1 from this process, makes a scratch database and a private Redis,
-starts `python -m pipeline worker` (real Celery, prefork) and `python -m pipeline crawl`
-(the real producer, which drains until nothing is pending), with politeness lifted. Then it
-reports, per stage, seconds per 1,000 files:
+docs/scale.md) on 127.0.0.1 from processes of its own (api.php in one, files in
+`--file-servers` sharing a port), makes a scratch database and a private Redis, starts
+`python -m pipeline worker`s (real Celery, prefork; one kind per stage: `--fetch-workers` on
+fetch, `--hash-workers` on hash, one on write) and `python -m pipeline crawl` (the real
+producer, which drains until nothing is pending), with politeness lifted. With `--window W`
+the ledger first gets the first N - W articles by COPY, as a crawl of them would have left it,
+and only the last W are crawled: a crawl of W articles on a ledger of N, which is what shows
+how a stage's cost grows with N without crawling all of it. It reports, per 1,000 files
+crawled:
 
-- walk, imageinfo: the fake server's own time answering allpages / imageinfo requests;
-- producer: the rest of the producer's walk (its ledger transactions and client-side parsing):
-  launch -> "walked" line, minus the two above;
-- download, hash, write: the workers' task times (Celery's "succeeded in" lines);
-- reconciler: one reconciling pass (`ledger.counts` + `ledger.claim_jobs`) on the finished
-  ledger with 1,000 files made pending again (rolled back), as the producer runs it;
+- wall seconds per stage: walk, imageinfo (the fake server's time answering allpages /
+  imageinfo), producer (its walk's wall time minus those), download, hash, write (the
+  workers' task times, Celery's "succeeded in" lines), reconciler (one reconciling pass,
+  `ledger.counts` + `ledger.claim_jobs`, on the finished ledger with 1,000 files made pending
+  again, rolled back);
+- CPU seconds, which the machine's load barely changes: the fake server's threads per request
+  kind; every process of the run by kind (producer, each stage's workers and their forked
+  decoders, the fake wiki, Redis) and this database's PostgreSQL backends by the process that
+  opened them, from /proc;
+- per statement (pg_stat_statements, where the server loads it): calls, rows and shared
+  blocks per call, blocks per 1,000 files;
 
 plus API requests per 1,000 articles, peak RSS (VmHWM) of the producer and the workers,
 table and index sizes, and whether the ledger equals the generator's truth (streamed page by
 page, never a set of every title). Exits 1 when it does not.
 
-Usage: python ops/bench/scale.py --articles 10000 [--json] [--workers 1] [--concurrency 2]
+Usage: python ops/bench/scale.py --articles 100000 [--window 2000] [--json]
+       [--fetch-workers 2] [--hash-workers 1] [--file-servers 2] [--one-worker] [--in-process]
 """
 
 from __future__ import annotations
@@ -671,10 +682,11 @@ def main(argv: list[str] | None = None) -> int:
                              " others (COPY), so that a crawl of W articles runs at the cost of"
                              " a ledger of --articles")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--tiny", action="store_true", help="CI size: 2,000 articles")
+    parser.add_argument("--tiny", action="store_true",
+                        help="CI size: 2,000 articles, the last 300 crawled (--window 300)")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.articles = 2000
+        args.articles, args.window = 2000, 300
     result = run(args)
     if args.json:
         print(json.dumps(result))
