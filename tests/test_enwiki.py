@@ -6,7 +6,6 @@ import hashlib
 from collections import Counter
 
 import requests
-
 from fakewiki import FakeWikiServer
 from fakewiki.enwiki import EnwikiShape, files_wiki, serve, unword, word
 from fakewiki.model import dbkey
