@@ -530,7 +530,9 @@ def statements_start(url: str) -> bool:
     try:
         with conn.cursor() as cur:
             cur.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            cur.execute("SELECT pg_stat_statements_reset()")
+            # this database's statements only: another run on the same server keeps its own
+            cur.execute("SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                        " WHERE datname = current_database()), 0)")
         return True
     except psycopg2.Error:
         return False
