@@ -241,8 +241,8 @@ def set_usages(conn: Connection, articles: Sequence[Article]) -> None:
     page_ids = [a.page_id for a in articles]
     # Each title is resolved to its file by one probe of files_title_key (a scalar subquery),
     # never by a join, which the planner (blind to the temporary table's size) made a hash of
-    # every file or a loop over the batch per usage: a batch then cost the ledger's size
-    # (docs/scale.md, "What grew"). The batch's pairs are indexed for the anti-join.
+    # every file (up to ~1M files) or, in the DELETE, a loop over the whole batch per existing
+    # usage (docs/scale.md, "What grew"). The batch's pairs are indexed for the anti-join.
     with conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS batch_usages"
                     " (page_id bigint, file_id bigint) ON COMMIT DELETE ROWS")
