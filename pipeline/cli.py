@@ -672,7 +672,9 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
     """Find the files near IMAGE (a file or an http(s) URL) and the articles that use them.
 
     The query is hashed as the crawl hashes files, plus variants (mirrored, border trimmed,
-    slightly uncropped); matches are sorted by distance in bits.
+    slightly uncropped); matches are sorted by distance in bits, then the query's own hash
+    before its variants, then the file of the query's shape; exact duplicates (same SHA-1, or
+    same hash and pixel size) are one match listing all their articles.
 
     \b
     Example:
@@ -712,6 +714,8 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
         if match.distance > searching.DEFAULT_MAX_DISTANCE:
             how += f"  (not similar: {match.distance} bits apart)"
         click.echo(f"{match.distance:>3}  {match.title}{how}")
+        if match.duplicates:  # exact duplicates, one result (pipeline.search.group)
+            click.echo("       also uploaded as: " + ", ".join(d.title for d in match.duplicates))
         for article in match.articles:
             click.echo(f"       {article.title}  {article.url}")
         if not match.articles:
@@ -761,28 +765,49 @@ def serve(ctx: click.Context, database_url: str | None, address: str, port: int,
               help="List clusters of at least this many files.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per cluster, per line.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV, one row per file.")
+@click.option("--refresh", is_flag=True,
+              help="Compute and store the clusters for the web page; print one summary line.")
 @click.pass_context
 def duplicates(ctx: click.Context, database_url: str | None, max_distance: int, min_size: int,
-               as_json: bool, as_csv: bool) -> None:
+               as_json: bool, as_csv: bool, refresh: bool) -> None:
     """Clusters of near-duplicate files: hashes within --max-distance bits, linked transitively.
 
     Low-information hashes (flat images, stripes) are left out. Largest clusters first, each
-    file with its repository, size, SHA-1 and up to 20 of the articles using it.
+    file with its repository, size, SHA-1 and up to 20 of the articles using it. Every run
+    also stores all the clusters at that distance in the ledger, replacing the previous ones,
+    for `wikihash serve` (GET /api/duplicates) to show; --refresh only does that, e.g. after a
+    crawl or from cron.
 
     \b
     Example:
         wikihash duplicates --max-distance 3 --min-size 3 --csv > clusters.csv
+        wikihash duplicates --refresh
     """
     from pipeline import duplicates as dups
     from pipeline import storage
 
-    if as_json and as_csv:
-        raise click.UsageError("give --json or --csv, not both")
+    if sum((as_json, as_csv, refresh)) > 1:
+        raise click.UsageError("give one of --json, --csv and --refresh")
     try:
         with storage.connection(_database_url(ctx, database_url)) as conn:
-            clusters = dups.find_clusters(conn, max_distance=max_distance, min_size=min_size)
+            result = dups.find_clusters(conn, max_distance=max_distance)
+            dups.store(conn, result)
+        if refresh:
+            click.echo(f"{len(result.sizes):,} clusters within {max_distance} bits,"
+                       f" {int(result.sizes.sum()):,} of {result.files:,} files,"
+                       f" stored in {sum(result.seconds.values()):.1f} s")
+            return
+        with storage.connection(_database_url(ctx, database_url)) as conn:
+            _print_clusters(dups.described(conn, result, min_size), as_json, as_csv,
+                            sum(1 for s in result.sizes.tolist() if s >= min_size),
+                            max_distance, min_size)
     except WikihashError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _print_clusters(clusters, as_json: bool, as_csv: bool, count: int, max_distance: int,
+                    min_size: int) -> None:
+    """`wikihash duplicates`' output, cluster after cluster as they are described."""
     if as_json:
         for cluster in clusters:
             click.echo(json.dumps(cluster.to_dict()))
@@ -793,15 +818,14 @@ def duplicates(ctx: click.Context, database_url: str | None, max_distance: int, 
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["cluster", "size", "file_id", "title", "repo", "bytes", "sha1", "hash",
                          "article_count", "articles"])
-        for n, cluster in enumerate(clusters, 1):
+        for cluster in clusters:
             for f in cluster.files:
-                writer.writerow([n, cluster.size, f.file_id, f.title, f.repo, f.size, f.sha1,
-                                 f.hash, f.article_count, "|".join(f.articles)])
+                writer.writerow([cluster.rank, cluster.size, f.file_id, f.title, f.repo, f.size,
+                                 f.sha1, f.hash, f.article_count, "|".join(f.articles)])
         return
-    click.echo(f"{len(clusters)} clusters within {max_distance} bits"
-               f" of at least {min_size} files")
-    for n, cluster in enumerate(clusters, 1):
-        click.echo(f"cluster {n}: {cluster.size} files")
+    click.echo(f"{count} clusters within {max_distance} bits of at least {min_size} files")
+    for cluster in clusters:
+        click.echo(f"cluster {cluster.rank}: {cluster.size} files")
         for f in cluster.files:
             click.echo(f"  {f.hash}  {f.title}  {f.repo or '-'}  {f.size or 0:,} bytes"
                        f"  sha1 {f.sha1 or '-'}")

@@ -4,7 +4,8 @@
 - `POST /api/search`: multipart with an `image` file part or a `url` field (or a JSON body
   `{"url": ...}`); optional `max_distance` (0..`search.MAX_USEFUL_DISTANCE`) / `nearest`.
   Answers `SearchResult.to_dict()`;
-- `GET /api/stats`: what the index holds.
+- `GET /api/stats`: what the index holds;
+- `GET /api/duplicates`: a page of the stored near-duplicate clusters (`pipeline.duplicates`).
 
 Errors are JSON `{"error": message}` with a status that says whose fault it was: 400 for a bad
 request or a refused URL, 403 for a foreign Host or a cross-origin POST, 408 for a body that
@@ -359,22 +360,24 @@ def create_app(settings: WebSettings) -> Starlette:
         return JSONResponse(await db_lane.run(database.call, search.stats))
 
     async def api_duplicates(request: Request) -> JSONResponse:
-        # Computed on each request (a full pass over the ledger: minutes at millions of
-        # files, see docs/benchmarks.md); ?max_distance=0..8&min_size=2..&limit=1..500.
+        # A page of the clusters `wikihash duplicates` stored (migrations/012): a few index
+        # reads, not a recomputation; with when they were computed and whether files were
+        # hashed since. ?max_distance=0..8&min_size=2..&offset=0..&limit=1..MAX_PAGE.
         try:
             query = request.query_params
             distance = int(query.get("max_distance", duplicates.DEFAULT_MAX_DISTANCE))
             min_size = int(query.get("min_size", 2))
-            limit = int(query.get("limit", 50))
+            offset = int(query.get("offset", 0))
+            limit = int(query.get("limit", 20))
         except ValueError:
-            return _error("max_distance, min_size and limit must be integers", 400)
-        if not (0 <= distance <= duplicates.MAX_DISTANCE and min_size >= 2 and 1 <= limit <= 500):
+            return _error("max_distance, min_size, offset and limit must be integers", 400)
+        if not (0 <= distance <= duplicates.MAX_DISTANCE and min_size >= 2 and offset >= 0
+                and 1 <= limit <= duplicates.MAX_PAGE):
             return _error(f"max_distance must be 0..{duplicates.MAX_DISTANCE}, min_size at least"
-                          " 2 and limit 1..500", 400)
-        clusters = await db_lane.run(database.call, duplicates.find_clusters,
-                                     max_distance=distance, min_size=min_size, limit=limit)
-        return JSONResponse({"max_distance": distance, "min_size": min_size,
-                             "clusters": [c.to_dict() for c in clusters]})
+                          f" 2, offset at least 0 and limit 1..{duplicates.MAX_PAGE}", 400)
+        page = await db_lane.run(database.call, duplicates.stored_page, max_distance=distance,
+                                 min_size=min_size, offset=offset, limit=limit)
+        return JSONResponse(page.to_dict())
 
     async def api_search(request: Request) -> JSONResponse:
         content_type = request.headers.get("content-type", "").lower()

@@ -1,71 +1,166 @@
-"""Benchmark `wikihash duplicates` (pipeline/duplicates.py): clustering time, rows/s, peak RSS.
+"""Benchmark `wikihash duplicates` (pipeline/duplicates.py): time per phase, peak RSS, exactness.
 
-    python ops/bench/duplicates.py --files 100000             # default 100k
+    python ops/bench/duplicates.py --files 100000             # default 100k, with brute force
     python ops/bench/duplicates.py --tiny                      # CI size (5,000 files)
+    python ops/bench/duplicates.py --files 10000000 --database dups_10m --keep \\
+        --max-distance 4,2 --baseline-files 20000             # 10M, ledger kept for reruns
 
-A scratch ledger gets N hashed files: 90% random hashes, 9% near copies (1-3 bits flipped) of
-random earlier files, 1% exact duplicates, and a few low-information hashes. The clustering
-(batched index probes + union-find) is timed beside a baseline measured in the same run: one
-self-join statement through the same index (`files a JOIN files b ON b.dhash <@ (a.dhash, D)`),
-whose connected components must be the same clusters (checked), and, up to --brute-max
-files, every pair compared in numpy (checked and timed). Peak RSS is this Python
-process's (the client side); the PostgreSQL backend is not counted.
+A scratch ledger gets N hashed files with clustered hashes: clusters of near copies (sizes
+from a Zipf law, each member 0-5 bits from another member, so chains reach beyond D), about
+10 % of the files; the rest random singletons; 0.3 % low-information hashes (within 2 bits of
+all zeros or all ones, flagged as the crawl flags them). A third of the files are used by
+one article, a tenth by two more. The secondary indexes are dropped for the load and built
+after it (the BK-tree only with --bktree: neither path here uses it).
+
+Measured, per radius: `find_clusters` (sorted tables, no index) by phase, storing the result
+(`duplicates.store`), describing every cluster with its articles, and the client's peak RSS;
+the PostgreSQL backend's peak RSS (from /proc) during those. Baselines in the same run: the
+previous approach (one LATERAL batch of MIH index probes per 2,000 files, then a union-find),
+on the whole ledger when N <= --baseline-max, else on its first --baseline-files files and
+projected linearly; and, up to --brute-max files, every pair compared in numpy. The clusters
+are checked equal to every baseline that ran over the whole ledger.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import resource
+import threading
 import time
 
 import numpy as np
 import psycopg2
-from common import machine_line, scratch_database, server_line, side_by_side
+from common import ADMIN_URL, admin, machine_line, server_line, side_by_side, with_database
 
 from pipeline import duplicates, storage
 
 TARGET_10M_S = 30 * 60  # issue 14: all clusters at D <= 4 over 10M files in <= 30 min
+BATCH = 2000  # files per probe call, as the previous approach
 
 
-def load(url: str, n: int) -> None:
-    near, same = n * 9 // 100, n // 100
-    random_n = n - near - same
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO files (title, state, dhash, low_information)"
-                    " SELECT 'R' || g, 'hashed',"
-                    " ((random() * 2 ^ 31)::bigint << 33) # ((random() * 2 ^ 33)::bigint), false"
-                    " FROM generate_series(1, %s) g", (random_n,))
-        cur.execute("INSERT INTO files (title, state, dhash, low_information)"
-                    " SELECT 'N' || file_id, 'hashed', dhash"
-                    " # (1::bigint << (random() * 62)::int) # (1::bigint << (random() * 62)::int)"
-                    " # (1::bigint << (random() * 62)::int), false"
-                    " FROM files WHERE file_id <= %s", (near,))
-        cur.execute("INSERT INTO files (title, state, dhash, low_information)"
-                    " SELECT 'S' || file_id, 'hashed', dhash, false FROM files"
-                    " WHERE file_id > %s ORDER BY file_id LIMIT %s", (near, same))
-        cur.execute("INSERT INTO files (title, state, dhash, low_information)"
-                    " SELECT 'L' || g, 'hashed', g - 3, true FROM generate_series(1, 5) g")
+# -- the ledger ----------------------------------------------------------------------------------
+
+
+def _flips(rng, n: int, bits: np.ndarray) -> np.ndarray:
+    """uint64 masks of up to bits[i] random bits (two draws of one bit may coincide)."""
+    mask = np.zeros(n, np.uint64)
+    for c in range(int(bits.max(initial=0))):
+        one = np.uint64(1) << rng.integers(0, 64, n).astype(np.uint64)
+        mask |= np.where(bits > c, one, np.uint64(0))
+    return mask
+
+
+def hashes(n: int, seed: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    """(dhash int64, low_information bool) for n files in random file order."""
+    rng = np.random.default_rng(seed)
+    low_n = n * 3 // 1000
+    sizes = []
+    target = n // 10
+    while sum(sizes) < target:
+        sizes += (1 + np.minimum(rng.zipf(2.0, 10_000), 2000)).tolist()
+    sizes = np.array(sizes)[np.cumsum(sizes) <= target]
+    members = int(sizes.sum())
+    seeds = rng.integers(0, 2 ** 64, len(sizes), dtype=np.uint64)
+    # member j of a cluster derives from member (j - 1) // 2: a binary tree of small flips
+    cluster = np.repeat(np.arange(len(sizes)), sizes)
+    first = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    j = np.arange(members) - first
+    value = np.where(j == 0, seeds[cluster], np.uint64(0))
+    bits = rng.choice([0, 1, 2, 3, 4, 5], members, p=[.15, .3, .25, .15, .1, .05])
+    flips = _flips(rng, members, bits)
+    level = np.floor(np.log2(j + 1)).astype(np.int64)
+    for lv in range(1, int(level.max(initial=0)) + 1):
+        at = np.flatnonzero(level == lv)
+        value[at] = value[first[at] + (j[at] - 1) // 2] ^ flips[at]
+    single = rng.integers(0, 2 ** 64, n - members - low_n, dtype=np.uint64)
+    low = _flips(rng, low_n, rng.integers(0, 3, low_n))
+    low = np.where(rng.random(low_n) < 0.5, low, ~low)
+    dhash = np.concatenate([value, single, low]).view(np.int64)
+    flag = np.r_[np.zeros(n - low_n, bool), np.ones(low_n, bool)]
+    order = rng.permutation(n)
+    return dhash[order], flag[order]
+
+
+def load(url: str, n: int, bktree: bool) -> None:
+    storage.migrate(url)
+    dhash, low = hashes(n)
     conn = psycopg2.connect(url)
     conn.autocommit = True
-    with conn.cursor() as cur:  # flushes the GIN pending list, as autovacuum would
+    with conn.cursor() as cur:
+        cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'files'"
+                    " AND indexname NOT IN ('files_pkey', 'files_title_key')")
+        indexes = cur.fetchall()
+        for name, _ in indexes:
+            cur.execute(f"DROP INDEX {name}")
+        cur.execute("ALTER TABLE files DROP CONSTRAINT files_title_key")
+        cur.execute("ALTER TABLE files ALTER COLUMN file_id SET GENERATED BY DEFAULT")
+        for start in range(0, n, 1_000_000):
+            part = range(start, min(start + 1_000_000, n))
+            text = "".join(f"{i + 1}\tFile {i + 1}.jpg\thashed\t{h}\t{'t' if f else 'f'}"
+                           f"\tshared\t{1000 + i}\t{i:040x}\n"
+                           for i, h, f in zip(part, dhash[part.start:part.stop].tolist(),
+                                              low[part.start:part.stop].tolist(), strict=True))
+            cur.copy_expert("COPY files (file_id, title, state, dhash, low_information, repo,"
+                            " size, sha1) FROM STDIN", io.StringIO(text))
+        cur.execute("SELECT setval(pg_get_serial_sequence('files', 'file_id'), %s)", (n,))
+        cur.execute("ALTER TABLE files ALTER COLUMN file_id SET GENERATED ALWAYS")
+        cur.execute("INSERT INTO pages (page_id, title) SELECT g, 'Article ' || g"
+                    " FROM generate_series(1, %s) g", (max(n // 10, 100),))
+        cur.execute("ALTER TABLE usages DROP CONSTRAINT usages_file_id_fkey")
+        cur.execute("INSERT INTO usages (page_id, file_id) SELECT 1 + file_id %% %s, file_id"
+                    " FROM files WHERE file_id %% 3 = 0", (max(n // 10, 100),))
+        cur.execute("INSERT INTO usages (page_id, file_id) SELECT 1 + (file_id * 7 + k) %% %s,"
+                    " file_id FROM files, generate_series(1, 2) k WHERE file_id %% 10 = 0"
+                    " ON CONFLICT DO NOTHING", (max(n // 10, 100),))
+        cur.execute("ALTER TABLE usages ADD FOREIGN KEY (file_id) REFERENCES files"
+                    " ON DELETE CASCADE")
+        cur.execute("ALTER TABLE files ADD CONSTRAINT files_title_key UNIQUE (title)")
+        for _, definition in indexes:
+            if "USING bktree (" in definition or "spgist" in definition:
+                if not bktree:
+                    continue
+            cur.execute(definition)
         cur.execute("VACUUM ANALYZE files")
+        cur.execute("VACUUM ANALYZE usages")
     conn.close()
 
 
-def self_join(conn, d: int) -> list[list[int]]:
+# -- baselines -----------------------------------------------------------------------------------
+
+
+def probes(conn, d: int, limit: int | None) -> tuple[list[list[int]], int]:
+    """The previous approach: batches of files by file_id, one LATERAL call of MIH index
+    probes each, a union-find over the edges. (clusters, files probed)."""
+    last, probed = 0, 0
+    pairs: list[tuple[int, int]] = []
     with conn.cursor() as cur:
-        cur.execute("SELECT a.file_id, b.file_id FROM files a JOIN files b"
-                    " ON b.dhash <@ (a.dhash, %s) AND b.file_id > a.file_id"
-                    " WHERE a.low_information IS NOT TRUE AND b.low_information IS NOT TRUE",
-                    (d,))
-        return duplicates.clusters_from_edges(cur.fetchall())
+        while limit is None or probed < limit:
+            cur.execute("SELECT file_id, dhash FROM files WHERE file_id > %s"
+                        " AND dhash IS NOT NULL AND low_information IS NOT TRUE"
+                        " ORDER BY file_id LIMIT %s", (last, BATCH))
+            rows = cur.fetchall()
+            if not rows:
+                break
+            last = rows[-1][0]
+            probed += len(rows)
+            cur.execute("SELECT q.id, f.file_id"
+                        " FROM unnest(%s::bigint[], %s::bigint[]) AS q (id, h)"
+                        " CROSS JOIN LATERAL (SELECT file_id FROM files"
+                        "  WHERE dhash <@ (q.h, %s) AND file_id > q.id"
+                        "  AND low_information IS NOT TRUE) f",
+                        ([r[0] for r in rows], [r[1] for r in rows], d))
+            pairs += cur.fetchall()
+    # files with the same hash and no other neighbour are pairs already: no special case
+    return duplicates.clusters_from_edges(pairs), probed
 
 
 def brute_force(conn, d: int) -> list[list[int]]:
     """Every pair compared (numpy XOR + popcount, a block of rows at a time), then components."""
     with conn.cursor() as cur:
         cur.execute("SELECT file_id, dhash FROM files WHERE low_information IS NOT TRUE"
-                    " ORDER BY file_id")
+                    " AND dhash IS NOT NULL ORDER BY file_id")
         rows = cur.fetchall()
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     hashes = np.array([r[1] for r in rows], dtype=np.int64).view(np.uint64)
@@ -80,58 +175,158 @@ def brute_force(conn, d: int) -> list[list[int]]:
     return duplicates.clusters_from_edges(pairs)
 
 
+# -- measuring -----------------------------------------------------------------------------------
+
+
+class BackendPeak:
+    """The peak RSS (VmHWM) of one PostgreSQL backend, read from /proc while it works."""
+
+    def __init__(self, conn) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            self.pid = cur.fetchone()[0]
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except OSError:
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(url: str, n: int, d: int, args) -> None:
+    print(f"\n== D = {d}, {n:,} files; load {os.getloadavg()[0]:.1f}")
+    with storage.connection(url) as conn, BackendPeak(conn) as backend:
+        started, cpu0 = time.perf_counter(), cpu()
+        result = duplicates.find_clusters(conn, max_distance=d)
+        ours, ours_cpu = time.perf_counter() - started, cpu() - cpu0
+        rss_find = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        started = time.perf_counter()
+        duplicates.store(conn, result)
+        stored = time.perf_counter() - started
+    with storage.connection(url) as conn:
+        started = time.perf_counter()
+        described = sum(len(c.files) for c in duplicates.described(conn, result))
+        describe_s = time.perf_counter() - started
+        started = time.perf_counter()
+        page = duplicates.stored_page(conn, max_distance=d, limit=20)
+        page_ms = (time.perf_counter() - started) * 1000
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    groups = list(result.clusters())
+    files_in = int(result.sizes.sum())
+    print(f"{len(groups):,} clusters, {files_in:,} files in them ({described:,} described),"
+          f" largest {int(result.sizes[0]) if len(groups) else 0};"
+          f" {result.files:,} informative files")
+    print("phases, s: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items())
+          + f"; store {stored:.1f}; describe all with articles {describe_s:.1f};"
+          f" a stored page of 20 clusters {page_ms:.0f} ms (total {page.total:,})")
+    whole = n <= args.baseline_max
+    with storage.connection(url) as conn:
+        started, cpu0 = time.perf_counter(), cpu()
+        base_groups, probed = probes(conn, d, None if whole else args.baseline_files)
+        base, base_cpu = time.perf_counter() - started, cpu() - cpu0
+        brute = None
+        if n <= args.brute_max:
+            started = time.perf_counter()
+            brute_groups = brute_force(conn, d)
+            brute = time.perf_counter() - started
+    checked = []
+    if whole:
+        if groups != base_groups:
+            raise SystemExit("FAIL: clusters differ from the previous approach's")
+        checked.append("the previous approach")
+    if brute is not None:
+        if groups != brute_groups:
+            raise SystemExit("FAIL: clusters differ from brute force")
+        checked.append("brute force")
+    base_total = base * result.files / probed
+    print(("the same clusters as " + " and ".join(checked)) if checked else
+          "not checked against a baseline at this size (the previous approach probed"
+          f" {probed:,} files only)")
+    label = "previous: MIH probes" + ("" if whole else f" ({probed:,} files, projected)")
+    print(side_by_side([
+        ("clustering time, s", round(base_total, 1), round(ours, 1)),
+        ("client CPU, s", round(base_cpu * result.files / probed, 1), round(ours_cpu, 1)),
+        ("files/s", round(probed / base), round(result.files / ours)),
+        ("peak RSS of the client, MB", "-", round(rss_find)),
+        ("peak RSS of the backend, MB", "-", round(backend.peak_kb / 1024)),
+        ("with store + describe: total s", "-", round(ours + stored + describe_s, 1)),
+    ], headers=("figure", label, "duplicates (sorted tables)")))
+    if brute is not None:
+        print(f"brute force (every pair, numpy): {brute:.1f} s")
+    if d <= 4 and n >= 10_000_000:
+        total = ours + stored + describe_s
+        print("target (10M, D <= 4, 30 min): " + ("met" if total <= TARGET_10M_S else "MISSED")
+              + f" ({total / 60:.1f} min with store and describe); peak client RSS {rss:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--tiny", action="store_true", help="5,000 files (CI)")
+    parser.add_argument("--max-distance", default=str(duplicates.DEFAULT_MAX_DISTANCE),
+                        help="radii, comma-separated (default 4)")
     parser.add_argument("--brute-max", type=int, default=100_000,
                         help="also compare every pair (numpy) when N is at most this")
-    parser.add_argument("--max-distance", type=int, default=duplicates.DEFAULT_MAX_DISTANCE)
+    parser.add_argument("--baseline-max", type=int, default=1_000_000,
+                        help="run the previous approach over the whole ledger up to this N")
+    parser.add_argument("--baseline-files", type=int, default=20_000,
+                        help="above --baseline-max, probe this many files and project")
+    parser.add_argument("--database", help="database name (default: a new dups_bench_*)")
+    parser.add_argument("--keep", action="store_true", help="keep the database (and reuse it"
+                        " when --database names one that is loaded)")
+    parser.add_argument("--bktree", action="store_true", help="also build the BK-tree index")
     args = parser.parse_args()
     n = 5000 if args.tiny else args.files
-    d = args.max_distance
+    radii = [int(r) for r in args.max_distance.split(",")]
+    name = args.database or f"dups_bench_{os.getpid()}"
     print(machine_line())
     print("note: the machine is shared with other jobs; figures vary with its load")
-    with scratch_database() as url:
-        print(server_line(url))
-        started = time.perf_counter()
-        load(url, n)
-        print(f"loaded {n:,} files in {time.perf_counter() - started:.1f} s")
-        with storage.connection(url) as conn:
+    url = with_database(ADMIN_URL, name)
+    conn = psycopg2.connect(ADMIN_URL)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        exists = cur.fetchone() is not None
+    conn.close()
+    try:
+        if exists and args.keep:
+            print(f"reusing the ledger in {name}")
+        else:
+            if exists:
+                admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+            admin(f'CREATE DATABASE "{name}"')
+            print(server_line(url))
             started = time.perf_counter()
-            groups = duplicates.clusters_from_edges(duplicates.edges(conn, d))
-            ours = time.perf_counter() - started
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            started = time.perf_counter()
-            base_groups = self_join(conn, d)
-            base = time.perf_counter() - started
-            brute = None
-            if n <= args.brute_max:
-                started = time.perf_counter()
-                brute_groups = brute_force(conn, d)
-                brute = time.perf_counter() - started
-                if groups != brute_groups:
-                    raise SystemExit("FAIL: clusters differ from brute force")
-    if groups != base_groups:
-        raise SystemExit("FAIL: clusters differ from the self-join's components")
-    files_in = sum(len(g) for g in groups)
-    projected = ours * 10_000_000 / n  # per-file probes: linear in N at a fixed density
-    same = "the self-join" + (" and brute force" if brute is not None else "")
-    print(f"{len(groups):,} clusters (same as {same}), {files_in:,} files in them,"
-          f" largest {len(groups[0]) if groups else 0}; D = {d}")
-    print(side_by_side([
-        ("clustering time, s", round(base, 2), round(ours, 2)),
-        ("files/s", round(n / base), round(n / ours)),
-        ("peak RSS of the client, MB", "-", round(rss_mb)),
-        ("projected at 10M files, min (linear)", round(base * 1e7 / n / 60, 1),
-         round(projected / 60, 1)),
-        ("target at 10M, min", 30, 30),
-    ], headers=("figure", "self-join (baseline)", "duplicates")))
-    if brute is not None:
-        print(f"brute force (every pair, numpy): {brute:.2f} s, {n / brute:,.0f} files/s"
-              " (quadratic: not a path to 10M)")
-    print("target: " + ("met" if projected <= TARGET_10M_S else "MISSED")
-          + f" by the linear projection ({projected / 60:.1f} min vs 30)")
+            load(url, n, args.bktree)
+            print(f"loaded {n:,} files in {time.perf_counter() - started:.1f} s"
+                  f" (load {os.getloadavg()[0]:.1f})")
+        with psycopg2.connect(url) as c, c.cursor() as cur:
+            cur.execute("SELECT count(*) FROM files")
+            n = cur.fetchone()[0]
+        for d in radii:
+            run(url, n, d, args)
+    finally:
+        if not args.keep:
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -111,8 +111,17 @@ function show(answer) {
     for (const article of match.articles) {
       list.append(el("li", {}, link(article.url, article.title, { class: "article" })));
     }
-    const body = el("div", {}, el("h2", {}, title, badge),
-      match.articles.length ? list : el("p", { class: "muted" }, "No article uses it."));
+    const body = el("div", {}, el("h2", {}, title, badge));
+    // Exact duplicates (same bytes, or same hash and size) are one result: name them all.
+    const dups = match.duplicates || [];
+    if (dups.length) {
+      const also = el("p", { class: "muted duplicates" }, "Also uploaded as ");
+      dups.forEach((d, i) => {
+        also.append(i ? ", " : "", d.file_url ? link(d.file_url, d.title) : d.title);
+      });
+      body.append(also);
+    }
+    body.append(match.articles.length ? list : el("p", { class: "muted" }, "No article uses it."));
     if (match.variant !== "original") {
       body.append(el("p", { class: "muted" }, `found as the query's ${match.variant} variant`));
     }
@@ -127,24 +136,44 @@ fetch("/api/stats").then((r) => r.json()).then((s) => {
     `${s.hashed.toLocaleString()} images in ${s.articles.toLocaleString()} articles${wiki}`;
 }).catch(() => {});
 
-// Near-duplicate clusters (GET /api/duplicates), fetched the first time the section is opened.
-document.getElementById("duplicates").addEventListener("toggle", (event) => {
-  const box = document.getElementById("clusters");
-  if (!event.target.open || box.dataset.loaded) return;
-  box.dataset.loaded = "1";
-  box.textContent = "Computing clusters…";
-  fetch("/api/duplicates?limit=20").then((r) => r.json()).then((d) => {
-    box.textContent = "";
-    if (d.error) { box.textContent = d.error; return; }
-    if (!d.clusters.length) { box.textContent = "No near-duplicate clusters."; return; }
+// Near-duplicate clusters (GET /api/duplicates): the result `wikihash duplicates` stored, a page
+// of 20 at a time, fetched the first time the section is opened; "More" fetches the next page.
+function showClusters(box, offset) {
+  const status = document.getElementById("clusters-status");
+  const more = document.getElementById("clusters-more");
+  more.hidden = true;
+  fetch(`/api/duplicates?limit=20&offset=${offset}`).then((r) => r.json()).then((d) => {
+    if (d.error) { status.textContent = d.error; return; }
+    if (!d.computed_at) {
+      status.textContent = "Not computed yet: run `wikihash duplicates --refresh` on the server.";
+      return;
+    }
+    const when = new Date(d.computed_at).toLocaleString();
+    const since = d.hashed_files_now - d.hashed_files_then;
+    status.textContent = `${d.total.toLocaleString()} clusters within ${d.max_distance} bits,`
+      + ` computed ${when}` + (d.stale ? ` — out of date: ${since > 0 ? "+" : ""}`
+      + `${since.toLocaleString()} hashed files since; \`wikihash duplicates --refresh\`` : "");
+    if (!d.total) { status.textContent += ". No near-duplicate clusters."; return; }
     for (const cluster of d.clusters) {
       const list = el("ul", { class: "articles" });
       for (const f of cluster.files) {
         const used = f.article_count ? ` · used by ${f.article_count} article(s): ${f.articles.join(", ")}` : "";
         list.append(el("li", {}, `${f.title} · ${f.repo || "-"} · ${f.hash}${used}`));
       }
+      const shown = cluster.files.length < cluster.size ? ` (${cluster.files.length} shown)` : "";
       box.append(el("article", { class: "match" }, el("div", {},
-        el("h2", {}, `${cluster.size} files`), list)));
+        el("h2", {}, `#${cluster.rank}: ${cluster.size} files${shown}`), list)));
     }
-  }).catch(() => { box.textContent = "The clusters could not be fetched."; });
+    if (d.next_offset !== null) {
+      more.hidden = false;
+      more.onclick = () => showClusters(box, d.next_offset);
+    }
+  }).catch(() => { status.textContent = "The clusters could not be fetched."; });
+}
+
+document.getElementById("duplicates").addEventListener("toggle", (event) => {
+  const box = document.getElementById("clusters");
+  if (!event.target.open || box.dataset.loaded) return;
+  box.dataset.loaded = "1";
+  showClusters(box, 0);
 });
