@@ -137,7 +137,7 @@ def refresh_files(conn: Connection, infos: Sequence[FileInfo]) -> list[str]:
             " mime = i.mime, media_type = i.media_type, size = i.size::bigint,"
             " width = i.width::integer, height = i.height::integer, repo = i.repo, url = i.url,"
             " thumb_url = i.thumb_url, dhash = NULL, low_information = NULL,"
-            " hashed_from = NULL, enqueued_at = NULL, attempts = 0, updated_at = now()"
+            " hashed_from = NULL, attempts = 0, updated_at = now()"
             f" FROM (VALUES %s) AS i ({_FILE_COLUMNS})"
             " WHERE f.title = i.title AND (f.sha1 IS DISTINCT FROM i.sha1"
             "   OR (i.state IN ('missing', 'unsupported') AND f.state <> i.state)"
@@ -295,32 +295,39 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
                max_sends: int = MAX_SENDS) -> list[Job]:
     """Pending contents never sent, or sent over `stale_after` seconds ago and still pending.
 
-    One job per SHA-1; every pending file with that SHA-1 is marked as sent with it. A content
-    already sent `max_sends` times without a result is recorded as failed instead of sent.
+    One job per SHA-1, marked as sent in `file_sends` (migrations/010), which covers every
+    pending file with that SHA-1. A content already sent `max_sends` times without a result is
+    recorded as failed instead of sent.
     """
-    # Candidates are a bounded slice of files_pending_file_idx (migrations/005) in file_id order, so
-    # a batch costs its size and not the number of pending files (7.5M when a full crawl
-    # starts), and reads the heap in order. Sent, still-fresh files are skipped in the scan:
-    # at most the queue's few thousand in flight.
+    # Candidates are a bounded slice of files_pending_file_idx (migrations/005) in file_id
+    # order, each probed in file_sends by its key (subplans, never a join that the planner could
+    # turn into a hash of every pending file and a sort), so a batch costs its size and not the
+    # number of pending files (7.5M when a full crawl starts) and reads the heap in order. Contents
+    # sent and still fresh are skipped in the scan: at most the queue's few thousand in flight.
+    # Marking writes only the narrow file_sends, never the wide, seven-index `files` row.
     with conn.cursor() as cur:
         cur.execute(
             "WITH candidates AS ("
-            "  SELECT file_id, sha1, title, url, thumb_url, sends FROM files"
-            "  WHERE state = 'pending'"
-            "    AND (enqueued_at IS NULL OR enqueued_at < now() - %(stale)s * interval '1 s')"
-            "  ORDER BY file_id LIMIT %(scan)s),"
+            "  SELECT f.file_id, f.sha1, f.title, f.url, f.thumb_url, coalesce("
+            "    (SELECT s.sends FROM file_sends s WHERE s.sha1 = f.sha1), 0) AS sends"
+            "  FROM files f WHERE f.state = 'pending' AND coalesce("
+            "    (SELECT s.sent_at FROM file_sends s WHERE s.sha1 = f.sha1), '-infinity')"
+            "    < now() - %(stale)s * interval '1 s'"
+            "  ORDER BY f.file_id LIMIT %(scan)s),"
             " picked AS ("
-            "  SELECT DISTINCT ON (sha1) * FROM candidates c"
-            "  WHERE NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = c.sha1"
-            "    AND g.state = 'pending' AND g.enqueued_at >= now() - %(stale)s * interval '1 s')"
+            "  SELECT DISTINCT ON (sha1) * FROM candidates"
             "  ORDER BY sha1, file_id LIMIT %(limit)s),"
-            " marked AS (UPDATE files f SET enqueued_at = now(), sends = f.sends + 1"
-            "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
-            "    AND p.sends < %(max)s),"
+            " marked AS (INSERT INTO file_sends (sha1, sent_at, sends)"
+            "  SELECT sha1, now(), sends + 1 FROM picked"
+            "  WHERE sends < %(max)s AND sha1 IS NOT NULL"
+            "  ON CONFLICT (sha1) DO UPDATE"
+            "  SET sent_at = EXCLUDED.sent_at, sends = EXCLUDED.sends),"
             " given_up AS (UPDATE files f SET state = 'failed', updated_at = now(),"
             "    reason = 'sent to the workers ' || p.sends || ' times without a result'"
             "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
-            "    AND p.sends >= %(max)s)"
+            "    AND p.sends >= %(max)s),"
+            " forgotten AS (DELETE FROM file_sends s USING picked p"
+            "  WHERE s.sha1 = p.sha1 AND p.sends >= %(max)s)"
             " SELECT file_id, sha1, title, url, thumb_url FROM picked WHERE sends < %(max)s"
             " ORDER BY file_id",
             {"stale": stale_after, "limit": limit, "max": max_sends,
@@ -334,8 +341,8 @@ def touch_jobs(conn: Connection, sha1s: Sequence[str]) -> None:
     """Mark these jobs as alive (a worker holds them back on purpose), so that the reconciler
     does not take them for lost and send them a second time."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE files SET enqueued_at = now() WHERE sha1 = ANY(%s)"
-                    " AND state = 'pending'", (list(sha1s),))
+        cur.execute("UPDATE file_sends SET sent_at = now() WHERE sha1 = ANY(%s)",
+                    (list(sha1s),))
 
 
 # -- results --------------------------------------------------------------------------------
@@ -375,11 +382,14 @@ def write_results(conn: Connection, results: Sequence[Result]) -> int:
                 "       ORDER BY sha1, state = 'hashed' DESC) s"
                 " WHERE f.sha1 = s.sha1 AND f.state = 'pending'"
             )
+            updated = cur.rowcount
+            # Settled: no longer in flight (migrations/010).
+            cur.execute("DELETE FROM file_sends s USING staged_results r WHERE s.sha1 = r.sha1")
         except BaseException:
             # The transaction that created the table may be the one failing: make it again.
             _STAGING_MADE.discard(session)
             raise
-        return cur.rowcount
+        return updated
 
 
 def _copy_field(value: object) -> str:
