@@ -6,7 +6,12 @@ Into one directory:
    has the bktree extension installed;
 2. `hashes.sql`: plain SQL shaped exactly like the source tutorial's distribution: the extension,
    `CREATE TABLE hashes(id integer, hash bigint, url text)`, the rows of the `hashes` view
-   streamed through `COPY ... FROM stdin`, then the SP-GiST index; `psql DB < hashes.sql`;
+   streamed through `COPY ... FROM stdin`, then the index; `psql DB < hashes.sql`. The rows
+   come in hash order, so that the rows of one hash (an icon's: up to hundreds of thousands)
+   lie on adjacent pages of the restored table and the index is built from sorted input; the
+   index is the ledger's own pair when the server has bktree 1.1 (the BK-tree for nearest
+   first, multi-index hashing for the tutorial's `hash <@ (q, d)`), else the tutorial's
+   SP-GiST `bktree_ops`;
 3. `manifest.json`: row counts, the wiki, the crawl time, the hash definition, schema version;
 4. `SHA256SUMS`: `sha256sum -c` format, over the three files above.
 
@@ -40,6 +45,20 @@ HASH_DEFINITION = (
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
                "/usr/lib/postgresql/17/bin")
 COPY_CHUNK = 1 << 20  # bytes per progress step while streaming COPY
+# The end of hashes.sql: the ledger's two indexes where the server's bktree is 1.1 (the planner
+# takes multi-index hashing for `<@` and the BK-tree for `ORDER BY <->`), else the tutorial's.
+INDEX_SQL = b"""SET maintenance_work_mem = '256MB';
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_am WHERE amname = 'bktree_mih') THEN
+        CREATE INDEX hashes_hash_idx ON hashes USING bktree (hash);
+        CREATE INDEX hashes_hash_mih_idx ON hashes USING bktree_mih (hash);
+    ELSE
+        CREATE INDEX hashes_hash_idx ON hashes USING spgist (hash bktree_ops);
+    END IF;
+END $$;
+ANALYZE hashes;
+"""
 
 
 @dataclass(frozen=True)
@@ -186,10 +205,10 @@ def _hashes_sql(conn, target: Path, total: int, progress: Callable[[str], None])
             b"COPY hashes (id, hash, url) FROM stdin;\n")
         sink = _Progress(file, total, progress)
         with conn.cursor() as cur:
-            cur.copy_expert("COPY (SELECT id, hash, url FROM hashes ORDER BY id) TO STDOUT", sink)
-        file.write(b"\\.\n\n"
-                   b"CREATE INDEX hashes_hash_idx ON hashes USING spgist (hash bktree_ops);\n"
-                   b"ANALYZE hashes;\n")
+            cur.execute("SET LOCAL work_mem = '256MB'")  # the sort by hash
+            cur.copy_expert("COPY (SELECT id, hash, url FROM hashes ORDER BY hash, id)"
+                            " TO STDOUT", sink)
+        file.write(b"\\.\n\n" + INDEX_SQL)
     os.replace(partial, target)
     progress(f"hashes.sql: {sink.rows:,} rows, {target.stat().st_size:,} bytes")
     return sink.rows

@@ -290,6 +290,38 @@ def set_wiki_info(conn: Connection, facts: dict[str, str]) -> None:
 
 # -- the queue, rebuilt from the ledger -----------------------------------------------------
 
+CLAIM_SQL = (
+    "WITH candidates AS ("
+    "  SELECT f.file_id, f.sha1, f.title, f.url, f.thumb_url, coalesce("
+    "    (SELECT s.sends FROM file_sends s WHERE s.sha1 = f.sha1), 0) AS sends"
+    "  FROM files f WHERE f.state = 'pending' AND coalesce("
+    "    (SELECT s.sent_at FROM file_sends s WHERE s.sha1 = f.sha1), '-infinity')"
+    "    < now() - %(stale)s * interval '1 s'"
+    "  ORDER BY f.file_id LIMIT %(scan)s),"
+    " picked AS ("
+    "  SELECT DISTINCT ON (sha1) * FROM candidates"
+    "  ORDER BY sha1, file_id LIMIT %(limit)s),"
+    " marked AS (INSERT INTO file_sends (sha1, sent_at, sends)"
+    "  SELECT sha1, now(), sends + 1 FROM picked"
+    "  WHERE sends < %(max)s AND sha1 IS NOT NULL"
+    "  ON CONFLICT (sha1) DO UPDATE"
+    "  SET sent_at = EXCLUDED.sent_at, sends = EXCLUDED.sends),"
+    " given_up AS (UPDATE files f SET state = 'failed', updated_at = now(),"
+    "    reason = 'sent to the workers ' || p.sends || ' times without a result'"
+    "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
+    "    AND p.sends >= %(max)s),"
+    " forgotten AS (DELETE FROM file_sends s USING picked p"
+    "  WHERE s.sha1 = p.sha1 AND p.sends >= %(max)s)"
+    " SELECT file_id, sha1, title, url, thumb_url FROM picked WHERE sends < %(max)s"
+    " ORDER BY file_id")
+
+
+def claim_parameters(*, limit: int, stale_after: float, max_sends: int = MAX_SENDS) -> dict:
+    """CLAIM_SQL's parameters: `limit` contents from a scan of at most 1.25 limit + 100 files."""
+    return {"stale": stale_after, "limit": limit, "max": max_sends,
+            "scan": limit + limit // 4 + 100}
+
+
 @mapped
 def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
                max_sends: int = MAX_SENDS) -> list[Job]:
@@ -306,33 +338,8 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
     # sent and still fresh are skipped in the scan: at most the queue's few thousand in flight.
     # Marking writes only the narrow file_sends, never the wide, seven-index `files` row.
     with conn.cursor() as cur:
-        cur.execute(
-            "WITH candidates AS ("
-            "  SELECT f.file_id, f.sha1, f.title, f.url, f.thumb_url, coalesce("
-            "    (SELECT s.sends FROM file_sends s WHERE s.sha1 = f.sha1), 0) AS sends"
-            "  FROM files f WHERE f.state = 'pending' AND coalesce("
-            "    (SELECT s.sent_at FROM file_sends s WHERE s.sha1 = f.sha1), '-infinity')"
-            "    < now() - %(stale)s * interval '1 s'"
-            "  ORDER BY f.file_id LIMIT %(scan)s),"
-            " picked AS ("
-            "  SELECT DISTINCT ON (sha1) * FROM candidates"
-            "  ORDER BY sha1, file_id LIMIT %(limit)s),"
-            " marked AS (INSERT INTO file_sends (sha1, sent_at, sends)"
-            "  SELECT sha1, now(), sends + 1 FROM picked"
-            "  WHERE sends < %(max)s AND sha1 IS NOT NULL"
-            "  ON CONFLICT (sha1) DO UPDATE"
-            "  SET sent_at = EXCLUDED.sent_at, sends = EXCLUDED.sends),"
-            " given_up AS (UPDATE files f SET state = 'failed', updated_at = now(),"
-            "    reason = 'sent to the workers ' || p.sends || ' times without a result'"
-            "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
-            "    AND p.sends >= %(max)s),"
-            " forgotten AS (DELETE FROM file_sends s USING picked p"
-            "  WHERE s.sha1 = p.sha1 AND p.sends >= %(max)s)"
-            " SELECT file_id, sha1, title, url, thumb_url FROM picked WHERE sends < %(max)s"
-            " ORDER BY file_id",
-            {"stale": stale_after, "limit": limit, "max": max_sends,
-             "scan": limit + limit // 4 + 100},
-        )
+        cur.execute(CLAIM_SQL, claim_parameters(limit=limit, stale_after=stale_after,
+                                                max_sends=max_sends))
         return [Job(*row) for row in cur.fetchall()]
 
 
