@@ -497,17 +497,21 @@ def main(argv: list[str] | None = None) -> int:
     with ledger_database(args) as (url, loaded):
         result: dict = {"machine": machine_line(), "server": server_line(url), "url": url,
                         "load": loaded}
-        result["claims"] = claims(url)  # first: it migrates an older ledger
+        def step(name: str, value: object) -> None:  # each part on stderr as it is measured
+            result[name] = value
+            print(json.dumps({name: value}, default=float), file=sys.stderr, flush=True)
+
+        step("claims", claims(url))  # first: it migrates an older ledger
         conn = psycopg2.connect(url)
         with conn.cursor() as cur:
             points = sample_hashes(cur, args.queries)
         conn.close()
-        result["view"] = tutorial_query(url, "hashes", points)
-        result["search"] = search_ms(url, args.repeat)
-        result["producer"] = producer_queries(url, args.repeat)
-        result["status_cli_s"] = status_cli_s(url)
+        step("view", tutorial_query(url, "hashes", points))
+        step("search", search_ms(url, args.repeat))
+        step("producer", producer_queries(url, args.repeat))
+        step("status_cli_s", status_cli_s(url))
         if not args.skip_export:
-            result["export"] = export_restore(url, args.dsn, points)
+            step("export", export_restore(url, args.dsn, points))
     result["total_s"] = time.perf_counter() - began
     if args.json:
         print(json.dumps(result, default=float))
