@@ -6,12 +6,9 @@ Into one directory:
    has the bktree extension installed;
 2. `hashes.sql`: plain SQL shaped exactly like the source tutorial's distribution: the extension,
    `CREATE TABLE hashes(id integer, hash bigint, url text)`, the rows of the `hashes` view
-   streamed through `COPY ... FROM stdin`, then the index; `psql DB < hashes.sql`. The rows
-   come in hash order, so that the rows of one hash (an icon's: up to hundreds of thousands)
-   lie on adjacent pages of the restored table and the index is built from sorted input; the
-   index is the ledger's own pair when the server has bktree 1.1 (the BK-tree for nearest
-   first, multi-index hashing for the tutorial's `hash <@ (q, d)`), else the tutorial's
-   SP-GiST `bktree_ops`;
+   streamed through `COPY ... FROM stdin`, then the SP-GiST index; `psql DB < hashes.sql`.
+   The rows come in hash order, so that the rows of one hash (an icon's: up to hundreds of
+   thousands; a file's: each article using it) lie on adjacent pages of the restored table;
 3. `manifest.json`: row counts, the wiki, the crawl time, the hash definition, schema version;
 4. `SHA256SUMS`: `sha256sum -c` format, over the three files above.
 
@@ -45,20 +42,11 @@ HASH_DEFINITION = (
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
                "/usr/lib/postgresql/17/bin")
 COPY_CHUNK = 1 << 20  # bytes per progress step while streaming COPY
-# The end of hashes.sql: the ledger's two indexes where the server's bktree is 1.1 (the planner
-# takes multi-index hashing for `<@` and the BK-tree for `ORDER BY <->`), else the tutorial's.
-INDEX_SQL = b"""SET maintenance_work_mem = '256MB';
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_am WHERE amname = 'bktree_mih') THEN
-        CREATE INDEX hashes_hash_idx ON hashes USING bktree (hash);
-        CREATE INDEX hashes_hash_mih_idx ON hashes USING bktree_mih (hash);
-    ELSE
-        CREATE INDEX hashes_hash_idx ON hashes USING spgist (hash bktree_ops);
-    END IF;
-END $$;
-ANALYZE hashes;
-"""
+# The end of hashes.sql: the tutorial's index. (bktree 1.1's multi-index hashing, which the
+# ledger's view uses, answers `<@` faster but takes far longer to build over one row per usage:
+# docs/benchmarks.md, Scale.)
+INDEX_SQL = (b"CREATE INDEX hashes_hash_idx ON hashes USING spgist (hash bktree_ops);\n"
+             b"ANALYZE hashes;\n")
 
 
 @dataclass(frozen=True)
