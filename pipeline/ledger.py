@@ -292,11 +292,11 @@ def set_wiki_info(conn: Connection, facts: dict[str, str]) -> None:
 
 CLAIM_SQL = (
     "WITH candidates AS ("
-    "  SELECT f.file_id, f.sha1, f.title, f.url, f.thumb_url, coalesce("
-    "    (SELECT s.sends FROM file_sends s WHERE s.sha1 = f.sha1), 0) AS sends"
-    "  FROM files f WHERE f.state = 'pending' AND coalesce("
-    "    (SELECT s.sent_at FROM file_sends s WHERE s.sha1 = f.sha1), '-infinity')"
-    "    < now() - %(stale)s * interval '1 s'"
+    "  SELECT f.file_id, f.sha1, f.title, f.url, f.thumb_url, coalesce(s.sends, 0) AS sends"
+    "  FROM files f LEFT JOIN LATERAL (SELECT s.sends, s.sent_at FROM file_sends s"
+    "    WHERE s.sha1 = f.sha1 OFFSET 0) s ON true"
+    "  WHERE f.state = 'pending'"
+    "    AND (s.sent_at IS NULL OR s.sent_at < now() - %(stale)s * interval '1 s')"
     "  ORDER BY f.file_id LIMIT %(scan)s),"
     " picked AS ("
     "  SELECT DISTINCT ON (sha1) * FROM candidates"
@@ -332,8 +332,8 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
     recorded as failed instead of sent.
     """
     # Candidates are a bounded slice of files_pending_file_idx (migrations/005) in file_id
-    # order, each probed in file_sends by its key (subplans, never a join that the planner could
-    # turn into a hash of every pending file and a sort), so a batch costs its size and not the
+    # order, each probed once in file_sends by its key (a LATERAL subquery kept apart by OFFSET 0:
+    # a nested loop, never a hash of every pending file and a sort), so a batch costs its size and not the
     # number of pending files (7.5M when a full crawl starts) and reads the heap in order. Contents
     # sent and still fresh are skipped in the scan: at most the queue's few thousand in flight.
     # Marking writes only the narrow file_sends, never the wide, seven-index `files` row.
