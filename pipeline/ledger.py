@@ -332,11 +332,12 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
     recorded as failed instead of sent.
     """
     # Candidates are a bounded slice of files_pending_file_idx (migrations/005) in file_id
-    # order, each probed once in file_sends by its key (a LATERAL subquery kept apart by OFFSET 0:
-    # a nested loop, never a hash of every pending file and a sort), so a batch costs its size and not the
-    # number of pending files (7.5M when a full crawl starts) and reads the heap in order. Contents
-    # sent and still fresh are skipped in the scan: at most the queue's few thousand in flight.
-    # Marking writes only the narrow file_sends, never the wide, seven-index `files` row.
+    # order, each probed once in file_sends by its key (a LATERAL subquery that OFFSET 0 keeps
+    # a nested loop, never a hash of every pending file and a sort), so a batch costs its size
+    # and not the number of pending files (7.5M when a full crawl starts), and reads the heap
+    # in order. Contents sent and still fresh are skipped in the scan: at most the queue's few
+    # thousand in flight. Marking writes only the narrow file_sends, never the wide `files` row
+    # with its seven indexes.
     with conn.cursor() as cur:
         cur.execute(CLAIM_SQL, claim_parameters(limit=limit, stale_after=stale_after,
                                                 max_sends=max_sends))
