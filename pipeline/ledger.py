@@ -137,7 +137,7 @@ def refresh_files(conn: Connection, infos: Sequence[FileInfo]) -> list[str]:
             " mime = i.mime, media_type = i.media_type, size = i.size::bigint,"
             " width = i.width::integer, height = i.height::integer, repo = i.repo, url = i.url,"
             " thumb_url = i.thumb_url, dhash = NULL, low_information = NULL,"
-            " hashed_from = NULL, enqueued_at = NULL, attempts = 0, updated_at = now()"
+            " hashed_from = NULL, attempts = 0, updated_at = now()"
             f" FROM (VALUES %s) AS i ({_FILE_COLUMNS})"
             " WHERE f.title = i.title AND (f.sha1 IS DISTINCT FROM i.sha1"
             "   OR (i.state IN ('missing', 'unsupported') AND f.state <> i.state)"
@@ -302,42 +302,57 @@ def set_wiki_info(conn: Connection, facts: dict[str, str]) -> None:
 
 # -- the queue, rebuilt from the ledger -----------------------------------------------------
 
+CLAIM_SQL = (
+    "WITH candidates AS ("
+    "  SELECT f.file_id, f.sha1, f.title, f.url, f.thumb_url, coalesce(s.sends, 0) AS sends"
+    "  FROM files f LEFT JOIN LATERAL (SELECT s.sends, s.sent_at FROM file_sends s"
+    "    WHERE s.sha1 = f.sha1 OFFSET 0) s ON true"
+    "  WHERE f.state = 'pending'"
+    "    AND (s.sent_at IS NULL OR s.sent_at < now() - %(stale)s * interval '1 s')"
+    "  ORDER BY f.file_id LIMIT %(scan)s),"
+    " picked AS ("
+    "  SELECT DISTINCT ON (sha1) * FROM candidates"
+    "  ORDER BY sha1, file_id LIMIT %(limit)s),"
+    " marked AS (INSERT INTO file_sends (sha1, sent_at, sends)"
+    "  SELECT sha1, now(), sends + 1 FROM picked"
+    "  WHERE sends < %(max)s AND sha1 IS NOT NULL"
+    "  ON CONFLICT (sha1) DO UPDATE"
+    "  SET sent_at = EXCLUDED.sent_at, sends = EXCLUDED.sends),"
+    " given_up AS (UPDATE files f SET state = 'failed', updated_at = now(),"
+    "    reason = 'sent to the workers ' || p.sends || ' times without a result'"
+    "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
+    "    AND p.sends >= %(max)s),"
+    " forgotten AS (DELETE FROM file_sends s USING picked p"
+    "  WHERE s.sha1 = p.sha1 AND p.sends >= %(max)s)"
+    " SELECT file_id, sha1, title, url, thumb_url FROM picked WHERE sends < %(max)s"
+    " ORDER BY file_id")
+
+
+def claim_parameters(*, limit: int, stale_after: float, max_sends: int = MAX_SENDS) -> dict:
+    """CLAIM_SQL's parameters: `limit` contents from a scan of at most 1.25 limit + 100 files."""
+    return {"stale": stale_after, "limit": limit, "max": max_sends,
+            "scan": limit + limit // 4 + 100}
+
+
 @mapped
 def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
                max_sends: int = MAX_SENDS) -> list[Job]:
     """Pending contents never sent, or sent over `stale_after` seconds ago and still pending.
 
-    One job per SHA-1; every pending file with that SHA-1 is marked as sent with it. A content
-    already sent `max_sends` times without a result is recorded as failed instead of sent.
+    One job per SHA-1, marked as sent in `file_sends` (migrations/010), which covers every
+    pending file with that SHA-1. A content already sent `max_sends` times without a result is
+    recorded as failed instead of sent.
     """
-    # Candidates are a bounded slice of files_pending_file_idx (migrations/005) in file_id order, so
-    # a batch costs its size and not the number of pending files (7.5M when a full crawl
-    # starts), and reads the heap in order. Sent, still-fresh files are skipped in the scan:
-    # at most the queue's few thousand in flight.
+    # Candidates are a bounded slice of files_pending_file_idx (migrations/005) in file_id
+    # order, each probed once in file_sends by its key (a LATERAL subquery that OFFSET 0 keeps
+    # a nested loop, never a hash of every pending file and a sort), so a batch costs its size
+    # and not the number of pending files (7.5M when a full crawl starts), and reads the heap
+    # in order. Contents sent and still fresh are skipped in the scan: at most the queue's few
+    # thousand in flight. Marking writes only the narrow file_sends, never the wide `files` row
+    # with its seven indexes.
     with conn.cursor() as cur:
-        cur.execute(
-            "WITH candidates AS ("
-            "  SELECT file_id, sha1, title, url, thumb_url, sends FROM files"
-            "  WHERE state = 'pending'"
-            "    AND (enqueued_at IS NULL OR enqueued_at < now() - %(stale)s * interval '1 s')"
-            "  ORDER BY file_id LIMIT %(scan)s),"
-            " picked AS ("
-            "  SELECT DISTINCT ON (sha1) * FROM candidates c"
-            "  WHERE NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = c.sha1"
-            "    AND g.state = 'pending' AND g.enqueued_at >= now() - %(stale)s * interval '1 s')"
-            "  ORDER BY sha1, file_id LIMIT %(limit)s),"
-            " marked AS (UPDATE files f SET enqueued_at = now(), sends = f.sends + 1"
-            "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
-            "    AND p.sends < %(max)s),"
-            " given_up AS (UPDATE files f SET state = 'failed', updated_at = now(),"
-            "    reason = 'sent to the workers ' || p.sends || ' times without a result'"
-            "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
-            "    AND p.sends >= %(max)s)"
-            " SELECT file_id, sha1, title, url, thumb_url FROM picked WHERE sends < %(max)s"
-            " ORDER BY file_id",
-            {"stale": stale_after, "limit": limit, "max": max_sends,
-             "scan": limit + limit // 4 + 100},
-        )
+        cur.execute(CLAIM_SQL, claim_parameters(limit=limit, stale_after=stale_after,
+                                                max_sends=max_sends))
         return [Job(*row) for row in cur.fetchall()]
 
 
@@ -346,8 +361,8 @@ def touch_jobs(conn: Connection, sha1s: Sequence[str]) -> None:
     """Mark these jobs as alive (a worker holds them back on purpose), so that the reconciler
     does not take them for lost and send them a second time."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE files SET enqueued_at = now() WHERE sha1 = ANY(%s)"
-                    " AND state = 'pending'", (list(sha1s),))
+        cur.execute("UPDATE file_sends SET sent_at = now() WHERE sha1 = ANY(%s)",
+                    (list(sha1s),))
 
 
 # -- results --------------------------------------------------------------------------------
@@ -387,11 +402,14 @@ def write_results(conn: Connection, results: Sequence[Result]) -> int:
                 "       ORDER BY sha1, state = 'hashed' DESC) s"
                 " WHERE f.sha1 = s.sha1 AND f.state = 'pending'"
             )
+            updated = cur.rowcount
+            # Settled: no longer in flight (migrations/010).
+            cur.execute("DELETE FROM file_sends s USING staged_results r WHERE s.sha1 = r.sha1")
         except BaseException:
             # The transaction that created the table may be the one failing: make it again.
             _STAGING_MADE.discard(session)
             raise
-        return cur.rowcount
+        return updated
 
 
 def _copy_field(value: object) -> str:

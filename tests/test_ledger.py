@@ -175,3 +175,85 @@ def test_postgresql_errors_leave_the_ledger_as_storage_errors(conn):
     with pytest.raises(StorageError) as closed:
         ledger.counts(conn)
     assert closed.value.retryable is True
+
+
+def test_claiming_marks_the_narrow_sent_table_not_the_files_rows(conn):
+    """migrations/010: marking a content sent writes `file_sends` (one row per SHA-1), never
+    the wide `files` row with its seven indexes; a result or a give-up removes the mark."""
+    with conn:
+        ledger.insert_files(conn, [info("A.jpg", "same"), info("A copy.jpg", "same"),
+                                   info("B.jpg", "other"), info("C.jpg", "third")])
+    before = rows(conn, "SELECT title, xmin::text FROM files ORDER BY title")
+    with conn:
+        jobs = ledger.claim_jobs(conn, limit=100, stale_after=600)
+    assert sorted(j.sha1 for j in jobs) == ["other", "same", "third"]
+    assert rows(conn, "SELECT title, xmin::text FROM files ORDER BY title") == before
+    assert rows(conn, "SELECT sha1, sends FROM file_sends ORDER BY sha1") == [
+        ("other", 1), ("same", 1), ("third", 1)]
+    with conn:
+        assert ledger.claim_jobs(conn, limit=100, stale_after=600) == []  # in flight
+        ledger.write_results(conn, [Result("same", "hashed", dhash=1, low_information=False)])
+    sent_at = rows(conn, "SELECT sent_at FROM file_sends WHERE sha1 = 'other'")
+    with conn:
+        ledger.touch_jobs(conn, ["other"])  # kept alive: a later sent_at
+    assert rows(conn, "SELECT sent_at FROM file_sends WHERE sha1 = 'other'") > sent_at
+    with conn:
+        assert [j.sha1 for j in ledger.claim_jobs(conn, limit=100, stale_after=0)] == [
+            "other", "third"]  # both stale now, sent a second time
+    assert rows(conn, "SELECT sha1, sends FROM file_sends ORDER BY sha1") == [
+        ("other", 2), ("third", 2)]
+    with conn:
+        ledger.write_results(conn, [Result("other", "failed", reason="corrupt")])
+        # A failed file made pending again (wikihash retry) is sent at once.
+        with conn.cursor() as cur:
+            cur.execute("UPDATE files SET state = 'pending', reason = NULL"
+                        " WHERE title = 'B.jpg'")
+        assert [j.sha1 for j in ledger.claim_jobs(conn, limit=100, stale_after=600)] == [
+            "other"]
+    assert rows(conn, "SELECT sha1, sends FROM file_sends ORDER BY sha1") == [
+        ("other", 1), ("third", 2)]
+
+
+def test_claims_in_bounded_slices_skip_what_is_in_flight(conn):
+    """Each claim reads a bounded slice of the pending files in file_id order, skipping the
+    contents in flight: successive claims take every content once, then nothing."""
+    with conn:
+        ledger.insert_files(conn, [info(f"F{i}.jpg", f"s{i}") for i in range(300)]
+                            + [info("F copy.jpg", "s7")])
+    claimed: list[str] = []
+    for _ in range(6):
+        with conn:
+            jobs = ledger.claim_jobs(conn, limit=50, stale_after=600)
+        assert len(jobs) == 50
+        claimed += [j.sha1 for j in jobs]
+    with conn:
+        assert ledger.claim_jobs(conn, limit=50, stale_after=600) == []
+    assert sorted(claimed) == sorted(f"s{i}" for i in range(300))
+
+
+def test_the_sent_state_of_an_existing_ledger_moves_to_file_sends(db_url, tmp_path):
+    """A ledger made before migration 010 keeps what it knew about the contents in flight."""
+    old = tmp_path / "migrations"
+    old.mkdir()
+    for path in sorted(storage.SQL_DIR.glob("*.sql")):
+        if int(path.name[:3]) < 10:
+            (old / path.name).write_text(path.read_text())
+    storage.migrate(db_url, sql_dir=old)
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn:
+            ledger.insert_files(conn, [info("A.jpg", "same"), info("A copy.jpg", "same"),
+                                       info("B.jpg", "never sent")])
+            with conn.cursor() as cur:
+                cur.execute("UPDATE files SET enqueued_at = now() - interval '1 minute',"
+                            " sends = 2 WHERE sha1 = 'same'")
+        storage.migrate(db_url)
+        assert rows(conn, "SELECT sha1, sends, sent_at < now() FROM file_sends") == [
+            ("same", 2, True)]
+        with conn:
+            assert [j.sha1 for j in ledger.claim_jobs(conn, limit=10, stale_after=600)] == [
+                "never sent"]
+        assert rows(conn, "SELECT count(*) FROM pg_indexes WHERE indexname ="
+                          " 'files_pending_idx'") == [(0,)]
+    finally:
+        conn.close()

@@ -6,6 +6,7 @@ SHA-1; 20 % in clusters of five near-copies a few bits apart; 1 % failed, missin
 unsupported each; 2 % pending), 100 icon files used by up to U/100 articles each (Zipf:
 icon j by U/100/j), the other usages spread over the files. Loaded with INSERT ... SELECT
 generate_series with the indexes and constraints dropped, rebuilt after, then VACUUM ANALYZE.
+`--keep` keeps it; `--database-url URL` measures a ledger kept so, without loading again.
 
 Then, each against its target (docs/scale.md) and beside the baseline measured in the same run
 where main had another way:
@@ -14,19 +15,25 @@ where main had another way:
   `wikihash status` wall;
 - the tutorial's query through the `hashes` view, r3 and r6, median of `--queries`;
 - `wikihash search` (search_hashes of a real image's variants, hashing excluded);
-- the producer's claim (`ledger.claim_jobs`) vs main's query, the reconciler pass, the
-  re-crawl planning (one page of the files pass vs main's read of every title) and a walk
-  batch's ledger writes (500 articles);
-- `wikihash export` (time, hashes.sql size), restoring hashes.sql with psql, and the
-  tutorial's query on the restored table.
+- the producer's claim: five successive claims of 2,000 in one transaction (rolled back), as
+  a crawl claims: each skips the contents the earlier ones left in flight and reads new heap
+  pages; `ledger.claim_jobs` (sent state in file_sends, migrations/010) beside main's claim
+  (sent state on the files row), with EXPLAIN (ANALYZE, BUFFERS)'s pages; on a ledger older
+  than migration 010, main's is measured before migrating and the migration is timed;
+- the reconciler pass (counts + claim), the re-crawl planning (one page of the files pass vs
+  main's read of every title; the revisions of 500 pages) and a walk batch's ledger writes;
+- `wikihash export` (time, hashes.sql size and its bytes per field), restoring hashes.sql with
+  psql, and the tutorial's query on the restored table beside main's layout of it (rows in id
+  order, one SP-GiST index), built from the same rows in the restored database.
 
 Usage: python ops/bench/ledger.py [--usages 30000000] [--tiny] [--keep] [--json]
-       [--skip-export]
+       [--skip-export] [--database-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -34,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2  # noqa: E402 - after common, which puts the project root on sys.path
@@ -58,17 +66,29 @@ BASELINE_COUNTS = ("SELECT count(*) FROM pages",
                    "SELECT state, count(*) FROM files GROUP BY state",
                    "SELECT count(*) FROM files WHERE state <> 'pending'"
                    " AND updated_at > now() - interval '1 minute'")
+# main's claim before migrations/010: the sent state on the files row (enqueued_at, sends).
 BASELINE_CLAIM = (
-    "WITH picked AS ("
-    "  SELECT DISTINCT ON (sha1) file_id, sha1, title, url, thumb_url FROM files f"
+    "WITH candidates AS ("
+    "  SELECT file_id, sha1, title, url, thumb_url, sends FROM files"
     "  WHERE state = 'pending'"
     "    AND (enqueued_at IS NULL OR enqueued_at < now() - %(stale)s * interval '1 s')"
-    "    AND NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = f.sha1"
-    "      AND g.state = 'pending' AND g.enqueued_at >= now() - %(stale)s * interval '1 s')"
+    "  ORDER BY file_id LIMIT %(scan)s),"
+    " picked AS ("
+    "  SELECT DISTINCT ON (sha1) * FROM candidates c"
+    "  WHERE NOT EXISTS (SELECT 1 FROM files g WHERE g.sha1 = c.sha1"
+    "    AND g.state = 'pending' AND g.enqueued_at >= now() - %(stale)s * interval '1 s')"
     "  ORDER BY sha1, file_id LIMIT %(limit)s),"
-    " marked AS (UPDATE files f SET enqueued_at = now() FROM picked p"
-    "  WHERE f.sha1 = p.sha1 AND f.state = 'pending')"
-    " SELECT file_id, sha1, title, url, thumb_url FROM picked ORDER BY file_id")
+    " marked AS (UPDATE files f SET enqueued_at = now(), sends = f.sends + 1"
+    "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
+    "    AND p.sends < %(max)s),"
+    " given_up AS (UPDATE files f SET state = 'failed', updated_at = now(),"
+    "    reason = 'sent to the workers ' || p.sends || ' times without a result'"
+    "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"
+    "    AND p.sends >= %(max)s)"
+    " SELECT file_id, sha1, title, url, thumb_url FROM picked WHERE sends < %(max)s"
+    " ORDER BY file_id")
+CLAIM = 2000  # files a dispatch claims: 20 jobs of 100
+SUCCESSIVE = 5  # claims in one transaction, each skipping what the earlier left in flight
 BASELINE_FILES_PASS = "SELECT title FROM files ORDER BY file_id"
 
 LOAD = """
@@ -237,6 +257,88 @@ def search_ms(url: str, repeat: int) -> dict:
             "matches": len(result.matches)}
 
 
+def _explained(cur, sql: str, params: dict) -> dict:
+    """EXPLAIN (ANALYZE, BUFFERS, WAL) of one claim: its ms, and the pages and WAL it cost,
+    counting the data-modifying CTEs (run after the main query, outside its node)."""
+    cur.execute("EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) " + sql, params)
+    found = cur.fetchone()[0][0]
+    top = found["Plan"]
+    nodes = [top] + [n for n in top.get("Plans", ()) if n["Node Type"] == "ModifyTable"]
+    total = {key: sum(n.get(field, 0) for n in nodes) for key, field in (
+        ("hit", "Shared Hit Blocks"), ("read", "Shared Read Blocks"),
+        ("dirtied", "Shared Dirtied Blocks"), ("written", "Shared Written Blocks"),
+        ("wal_bytes", "WAL Bytes"))}
+    total["ms"] = found["Execution Time"]
+    return total
+
+
+def claim_series(conn, sql: str, params: dict) -> dict:
+    """SUCCESSIVE claims of CLAIM files in one transaction, then rolled back: each skips what
+    the earlier ones left in flight and reads pending rows further on, as a crawl's dispatches
+    do. The ms of each (counts + claim: a reconciling pass), and EXPLAIN's pages for one more."""
+    claims, passes = [], []
+    try:
+        with conn.cursor() as cur:
+            for _ in range(SUCCESSIVE):
+                began = time.perf_counter()
+                ledger.counts(conn)
+                counted = time.perf_counter()
+                cur.execute(sql, params)
+                rows = cur.fetchall()
+                done = time.perf_counter()
+                claims.append(1000 * (done - counted))
+                passes.append(1000 * (done - began))
+            explained = _explained(cur, sql, params)
+    finally:
+        conn.rollback()
+    return {"claims_ms": claims, "claim_ms": statistics.median(claims[1:]),
+            "first_ms": claims[0], "reconciler_ms": statistics.median(passes[1:]),
+            "rows": len(rows), "explained": explained}
+
+
+def claims(url: str) -> dict:
+    """main's claim and this branch's, twice each, alternating; a ledger older than
+    migrations/010 gets main's first series before it is migrated, the migration timed."""
+    from pipeline import storage
+
+    baseline_params = {"stale": 900, "limit": CLAIM, "max": ledger.MAX_SENDS,
+                       "scan": CLAIM + CLAIM // 4 + 100}
+    branch_params = ledger.claim_parameters(limit=CLAIM, stale_after=900)
+    out: dict = {"series": []}
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT max(version) FROM schema_migrations")
+            out["schema_before"] = cur.fetchone()[0]
+        conn.rollback()
+        if out["schema_before"] < 10:
+            out["series"].append(("main", claim_series(conn, BASELINE_CLAIM, baseline_params)))
+            conn.close()
+            began = time.perf_counter()
+            storage.migrate(url)
+            out["migrate_s"] = time.perf_counter() - began
+            conn = psycopg2.connect(url)
+        for _ in range(2):
+            out["series"].append(("branch", claim_series(conn, ledger.CLAIM_SQL, branch_params)))
+            out["series"].append(("main", claim_series(conn, BASELINE_CLAIM, baseline_params)))
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM files WHERE state = 'pending'")
+            out["pending"] = cur.fetchone()[0]
+            cur.execute("EXPLAIN " + ledger.CLAIM_SQL, branch_params)
+            out["plan"] = " / ".join(r[0].strip() for r in cur.fetchall()[:14])
+        conn.rollback()
+    finally:
+        conn.close()
+    for who in ("main", "branch"):
+        runs = [r for w, r in out["series"] if w == who]
+        out[who] = {"claim_ms": statistics.median(c for r in runs for c in r["claims_ms"][1:]),
+                    "first_ms": [r["first_ms"] for r in runs],
+                    "reconciler_ms": statistics.median(
+                        r["reconciler_ms"] for r in runs),
+                    "explained": runs[-1]["explained"]}
+    return out
+
+
 def producer_queries(url: str, repeat: int) -> dict:
     conn = psycopg2.connect(url)
     out: dict[str, float] = {}
@@ -257,17 +359,6 @@ def producer_queries(url: str, repeat: int) -> dict:
 
         out["status_baseline_ms"] = median_ms(rolled_back(baseline_counts), repeat)
         out["status_ms"] = median_ms(rolled_back(lambda: ledger.counts(conn)), repeat)
-
-        def baseline_claim():
-            with conn.cursor() as cur:
-                cur.execute(BASELINE_CLAIM, {"stale": 900, "limit": 2000})
-                cur.fetchall()
-
-        out["claim_baseline_ms"] = median_ms(rolled_back(baseline_claim), repeat)
-        out["claim_ms"] = median_ms(rolled_back(
-            lambda: ledger.claim_jobs(conn, limit=2000, stale_after=900)), repeat)
-        out["reconciler_ms"] = median_ms(rolled_back(lambda: (
-            ledger.counts(conn), ledger.claim_jobs(conn, limit=2000, stale_after=900))), repeat)
 
         def baseline_files_pass():
             with conn.cursor() as cur:
@@ -314,10 +405,6 @@ def producer_queries(url: str, repeat: int) -> dict:
             ledger.set_usages(conn, batch)
 
         out["walk_batch_ledger_ms"] = median_ms(rolled_back(walk_batch), repeat)
-        with conn.cursor() as cur:
-            cur.execute("EXPLAIN " + BASELINE_CLAIM, {"stale": 900, "limit": 2000})
-            out["claim_baseline_plan"] = " / ".join(r[0].strip() for r in cur.fetchall()[:12])
-        conn.rollback()
     finally:
         conn.close()
     return out
@@ -349,18 +436,77 @@ def export_restore(url: str, dsn: str, points: list[int]) -> dict:
             subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", target], stdin=sql,
                            check=True, capture_output=True)
         out["restore_s"] = time.perf_counter() - began
+        (workdir / "hashes.sql").unlink()
         conn = psycopg2.connect(target)
+        conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_total_relation_size('hashes'),"
-                        " pg_relation_size('hashes_hash_idx'), count(*) FROM hashes")
-            total, index, rows = cur.fetchone()
-        conn.close()
-        out.update(restored_gb=total / 1e9, restored_index_gb=index / 1e9, restored_rows=rows)
+            cur.execute("SELECT pg_relation_size('hashes'), count(*),"
+                        " avg(length(id::text)), avg(length(hash::text)), avg(octet_length(url))"
+                        " FROM hashes")
+            heap, rows, *fields = cur.fetchone()
+            out.update(restored_heap_gb=heap / 1e9, restored_rows=rows,
+                       bytes_per_row={"id": float(fields[0]), "hash": float(fields[1]),
+                                      "url": float(fields[2]), "tabs_newline": 3.0})
+            cur.execute("SELECT indexrelid::regclass::text, pg_relation_size(indexrelid)"
+                        " FROM pg_index WHERE indrelid = 'hashes'::regclass ORDER BY 1")
+            out["restored_indexes_gb"] = {name: size / 1e9 for name, size in cur.fetchall()}
         out["restored"] = tutorial_query(target, "hashes", points)
+        # main's layout of the same rows: id order, the tutorial's one SP-GiST index.
+        with conn.cursor() as cur:
+            cur.execute("SET maintenance_work_mem = '256MB'")
+            began = time.perf_counter()
+            cur.execute("CREATE TABLE hashes_main_layout AS SELECT id, hash, url FROM hashes"
+                        " ORDER BY id")
+            cur.execute("CREATE INDEX ON hashes_main_layout USING spgist (hash bktree_ops)")
+            cur.execute("ANALYZE hashes_main_layout")
+            out["main_layout_build_s"] = time.perf_counter() - began
+        conn.close()
+        out["restored_main_layout"] = tutorial_query(target, "hashes_main_layout", points)
     finally:
         admin(f'DROP DATABASE IF EXISTS "{restored}" WITH (FORCE)', dsn)
         shutil.rmtree(workdir, ignore_errors=True)
     return out
+
+
+def restored_layouts(url: str, points: list[int]) -> dict:
+    """The table hashes.sql restores, built from the view in the ledger's own database (no
+    export, no psql): main's row order (id) and this branch's (hash, id), each with the
+    tutorial's SP-GiST index, and the tutorial's query on both. Dropped after."""
+    out: dict = {}
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET maintenance_work_mem = '256MB'")
+            cur.execute("SET work_mem = '256MB'")
+            for name, order in (("by_id", "id"), ("by_hash", "hash, id")):
+                table = f"restored_{name}"
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+                began = time.perf_counter()
+                source = "hashes" if name == "by_id" else "restored_by_id"
+                cur.execute(f"CREATE TABLE {table} AS SELECT id, hash, url FROM {source}"
+                            f" ORDER BY {order}")  # fixed names
+                copied = time.perf_counter()
+                cur.execute(f"CREATE INDEX {table}_idx ON {table} USING spgist (hash bktree_ops)")
+                cur.execute(f"ANALYZE {table}")
+                out[name] = {"copy_s": copied - began,
+                             "index_s": time.perf_counter() - copied}
+                out[name].update(tutorial_query(url, table, points))
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS restored_by_id, restored_by_hash")
+        conn.close()
+    return out
+
+
+@contextlib.contextmanager
+def ledger_database(args) -> Iterator[tuple[str, dict]]:
+    """The ledger to measure: the one at --database-url as it is, or a new one loaded here."""
+    if args.database_url:
+        yield args.database_url, {"reused": args.database_url}
+        return
+    with scratch_database(args.dsn, keep=args.keep) as url:
+        yield url, load(url, args.usages)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,48 +517,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dsn", default=ADMIN_URL)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--database-url", help="measure this ledger (kept by --keep) as it is,"
+                        " migrating it when older than migrations/010; no load")
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--restored-layouts", action="store_true",
+                        help="also build the restored table in main's row order and this"
+                        " branch's in the ledger's database and query both (no export)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.tiny:
         args.usages, args.queries, args.repeat = 40_000, 10, 2
     began = time.perf_counter()
-    with scratch_database(args.dsn, keep=args.keep) as url:
-        result: dict = {"machine": machine_line(), "server": server_line(url), "url": url}
-        result["load"] = load(url, args.usages)
+    with ledger_database(args) as (url, loaded):
+        result: dict = {"machine": machine_line(), "server": server_line(url), "url": url,
+                        "load": loaded}
+        def step(name: str, value: object) -> None:  # each part on stderr as it is measured
+            result[name] = value
+            print(json.dumps({name: value}, default=float), file=sys.stderr, flush=True)
+
+        step("claims", claims(url))  # first: it migrates an older ledger
         conn = psycopg2.connect(url)
         with conn.cursor() as cur:
             points = sample_hashes(cur, args.queries)
         conn.close()
-        result["view"] = tutorial_query(url, "hashes", points)
-        result["search"] = search_ms(url, args.repeat)
-        result["producer"] = producer_queries(url, args.repeat)
-        result["status_cli_s"] = status_cli_s(url)
+        step("view", tutorial_query(url, "hashes", points))
+        step("search", search_ms(url, args.repeat))
+        step("producer", producer_queries(url, args.repeat))
+        step("status_cli_s", status_cli_s(url))
+        if args.restored_layouts:
+            step("restored_layouts", restored_layouts(url, points))
         if not args.skip_export:
-            result["export"] = export_restore(url, args.dsn, points)
+            step("export", export_restore(url, args.dsn, points))
     result["total_s"] = time.perf_counter() - began
     if args.json:
         print(json.dumps(result, default=float))
         return 0
-    p, v, s = result["producer"], result["view"], result["search"]
-    print(f"# ledger: {args.usages:,} usages; {result['machine']}; {result['server']}")
+    c, p, v, s = result["claims"], result["producer"], result["view"], result["search"]
+    print(f"# ledger: {url}; {result['machine']}; {result['server']}")
     print(json.dumps(result["load"]))
     rows = [("status (ms)", p["status_baseline_ms"], p["status_ms"]),
-            ("producer claim, 2,000 (ms)", p["claim_baseline_ms"], p["claim_ms"]),
+            (f"producer claim, {CLAIM:,}, successive (ms)", c["main"]["claim_ms"],
+             c["branch"]["claim_ms"]),
+            ("  its WAL bytes", c["main"]["explained"]["wal_bytes"],
+             c["branch"]["explained"]["wal_bytes"]),
+            ("  its pages dirtied", c["main"]["explained"]["dirtied"],
+             c["branch"]["explained"]["dirtied"]),
+            ("reconciler pass: counts + claim (ms)", c["main"]["reconciler_ms"],
+             c["branch"]["reconciler_ms"]),
             ("re-crawl files pass: all titles vs one page of 500 (ms)",
              p["recrawl_files_pass_baseline_ms"], p["recrawl_files_page_ms"])]
+    if "export" in result:
+        e = result["export"]
+        rows += [("restored hashes.sql, r3 (ms): main's layout vs this",
+                  e["restored_main_layout"]["r3_ms"], e["restored"]["r3_ms"]),
+                 ("restored hashes.sql, r6 (ms)", e["restored_main_layout"]["r6_ms"],
+                  e["restored"]["r6_ms"])]
     print(side_by_side(rows, headers=("figure", "main", "this branch")))
-    print(f"reconciler pass {p['reconciler_ms']:.1f} ms; re-crawl revisions batch "
-          f"{p['recrawl_revisions_batch_ms']:.1f} ms; walk batch ledger writes "
-          f"{p['walk_batch_ledger_ms']:.1f} ms; wikihash status {result['status_cli_s']:.2f} s")
+    if "migrate_s" in c:
+        print(f"migrations/010 applied to this ledger in {c['migrate_s']:.1f} s")
+    print(f"re-crawl revisions batch {p['recrawl_revisions_batch_ms']:.1f} ms; walk batch ledger"
+          f" writes {p['walk_batch_ledger_ms']:.1f} ms; wikihash status"
+          f" {result['status_cli_s']:.2f} s")
     print(f"hashes view r3 {v['r3_ms']:.1f} ms ({v['r3_rows']:.0f} rows), r6 {v['r6_ms']:.1f} ms"
           f" ({v['r6_rows']:.0f} rows); search {s['search_ms']:.1f} ms over {s['variants']}"
           f" variants, inserted file found: {s['found']}")
     if "export" in result:
-        e = result["export"]
-        print(f"export {e['export_s']:.1f} s, hashes.sql {e['hashes_sql_gb']:.3f} GB, restore "
-              f"{e['restore_s']:.1f} s; restored r3 {e['restored']['r3_ms']:.1f} ms, r6 "
-              f"{e['restored']['r6_ms']:.1f} ms")
+        print(f"export {e['export_s']:.1f} s, hashes.sql {e['hashes_sql_gb']:.3f} GB"
+              f" ({e['restored_rows']:,} rows, bytes per row {e['bytes_per_row']}), restore"
+              f" {e['restore_s']:.1f} s")
     return 0
 
 
