@@ -30,10 +30,10 @@ import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))
 from pipeline import variants
 data = open(sys.argv[1], "rb").read()
-start = time.perf_counter()
+start = time.process_time()
 canonical, probes = variants.query_variants(data)
 print(json.dumps({{"hash": canonical.hex, "probes": len(probes),
-                  "seconds": time.perf_counter() - start,
+                  "cpu_seconds": time.process_time() - start,
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
 
@@ -48,7 +48,9 @@ def test_a_7000_px_query_is_decoded_once_and_scaled_down_early(tmp_path, make):
                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert outcome["seconds"] < 5, outcome
+    # CPU seconds, not wall time: a loaded machine stretches the wall clock, not the work done
+    # (the whole-image decode this guards against took 15 s of CPU).
+    assert outcome["cpu_seconds"] < 5, outcome
     assert outcome["maxrss_kb"] * 1024 < QUERY_MEMORY, outcome
 
 
