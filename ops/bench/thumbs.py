@@ -181,10 +181,14 @@ CORRECTIONS: dict[str, Callable[[Image.Image, tuple[int, int]], Image.Image] | N
 }
 
 
-def thumb_hashes(data: bytes, original_size: tuple[int, int]) -> dict[str, int]:
-    """The thumbnail's hash under each correction (the first is what the workers store)."""
-    image, info = prepare(data)
+def thumb_hashes(data: bytes, original_size: tuple[int, int],
+                 thumbnail: bool = True) -> dict[str, int]:
+    """The thumbnail's hash under each correction (the first is what the workers store); an
+    original served in place of a thumbnail (no wider than asked) is hashed as it is."""
     plain = hash_bytes(data).int64
+    if not thumbnail:
+        return dict.fromkeys(CORRECTIONS, plain)
+    image, info = prepare(data)
     out = {}
     for name, fix in CORRECTIONS.items():
         out[name] = plain if fix is None else dhash_int(fix(image.convert("RGB"), original_size))
@@ -255,7 +259,8 @@ def measure(wiki: MediaWiki, files: list[tuple[str, bytes]], widths: tuple[int, 
         sizes = []
         for name, _ in files:
             info = infos[name]
-            hashes = thumb_hashes(thumbs[name], (info["width"], info["height"]))
+            hashes = thumb_hashes(thumbs[name], (info["width"], info["height"]),
+                                  thumbnail=bool(info.get("thumburl")))
             sizes.append(len(thumbs[name]))
             for correction, value in hashes.items():
                 per[correction].setdefault(kinds[name], []).append(
@@ -332,8 +337,10 @@ def grey_grid(img: Image.Image) -> np.ndarray:
 
 
 def causes(files: list[tuple[str, bytes]], kept: dict[int, dict[str, bytes]],
-           widths: tuple[int, ...], tmp: Path, jobs: int = 2) -> tuple[list[dict], dict]:
+           widths: tuple[int, ...], tmp: Path, jobs: int = 2,
+           limit: int | None = None) -> tuple[list[dict], dict]:
     jpegs = [(n, d) for n, d in files if d[:3] == b"\xff\xd8\xff" and kind(d) == "JPEG"]
+    jpegs = jpegs[::max(1, len(jpegs) // limit)][:limit] if limit else jpegs
     canonical = {n: hash_bytes(d).int64 for n, d in jpegs}
     sources = {}
     for i, (name, data) in enumerate(jpegs):
@@ -467,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=LATENCY_MS,
                         help="request latency per thumbnail (docs/scale.md: 100 ms)")
     parser.add_argument("--no-causes", action="store_true", help="skip the per-cause table")
+    parser.add_argument("--cause-files", type=int, default=120,
+                        help="JPEG originals in the per-cause table (9 renders each per width)")
     parser.add_argument("--tiny", action="store_true", help="16 files, 2 widths (CI)")
     args = parser.parse_args(argv)
     reason = available()
@@ -492,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measured {len(widths)} widths in {time.monotonic() - started:.0f} s",
               file=sys.stderr)
         cause_rows, identical = ([], {}) if args.no_causes else causes(
-            files, kept, cause_widths, Path(tmp))
+            files, kept, cause_widths, Path(tmp), limit=args.cause_files)
     print(report(rows, cause_rows, identical, files, args.latency_ms))
     return 0
 
