@@ -672,7 +672,9 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
     """Find the files near IMAGE (a file or an http(s) URL) and the articles that use them.
 
     The query is hashed as the crawl hashes files, plus variants (mirrored, border trimmed,
-    slightly uncropped); matches are sorted by distance in bits.
+    slightly uncropped); matches are sorted by distance in bits, then the query's own hash
+    before its variants, then the file of the query's shape; exact duplicates (same SHA-1, or
+    same hash and pixel size) are one match listing all their articles.
 
     \b
     Example:
@@ -712,6 +714,8 @@ def search(ctx: click.Context, image: str, database_url: str | None, max_distanc
         if match.distance > searching.DEFAULT_MAX_DISTANCE:
             how += f"  (not similar: {match.distance} bits apart)"
         click.echo(f"{match.distance:>3}  {match.title}{how}")
+        if match.duplicates:  # exact duplicates, one result (pipeline.search.group)
+            click.echo("       also uploaded as: " + ", ".join(d.title for d in match.duplicates))
         for article in match.articles:
             click.echo(f"       {article.title}  {article.url}")
         if not match.articles:

@@ -236,24 +236,36 @@ def adopt_known_hashes(conn: Connection, infos: Sequence[FileInfo]) -> None:
 @mapped
 def set_usages(conn: Connection, articles: Sequence[Article]) -> None:
     """Make each article's usages exactly its current images (adds and removes)."""
-    pairs = [(a.page_id, storable(title)) for a in articles for title in a.images]
+    pairs = list(dict.fromkeys((a.page_id, storable(title)) for a in articles
+                               for title in a.images))
     page_ids = [a.page_id for a in articles]
+    # Each title is resolved to its file by one probe of files_title_key (a scalar subquery),
+    # never by a join, which the planner (blind to the temporary table's size) made a hash of
+    # every file (up to ~1M files) or, in the DELETE, a loop over the whole batch per existing
+    # usage (docs/scale.md, "What grew"). The batch's pairs are indexed for the anti-join.
     with conn.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS current_usages"
-                    " (page_id bigint, title text) ON COMMIT DELETE ROWS")
-        cur.execute("TRUNCATE current_usages")
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS batch_usages"
+                    " (page_id bigint, file_id bigint) ON COMMIT DELETE ROWS")
+        cur.execute("CREATE INDEX IF NOT EXISTS batch_usages_idx"
+                    " ON batch_usages (page_id, file_id)")
+        cur.execute("TRUNCATE batch_usages")
         if pairs:
-            execute_values(cur, "INSERT INTO current_usages VALUES %s", pairs, page_size=2000)
+            cur.execute(
+                "INSERT INTO batch_usages (page_id, file_id)"
+                " SELECT c.page_id, (SELECT f.file_id FROM files f WHERE f.title = c.title)"
+                " FROM unnest(%s::bigint[], %s::text[]) AS c (page_id, title)",
+                ([p for p, _ in pairs], [t for _, t in pairs]),
+            )
         cur.execute(
             "DELETE FROM usages u WHERE u.page_id = ANY(%s) AND NOT EXISTS ("
-            " SELECT 1 FROM current_usages c JOIN files f ON f.title = c.title"
-            " WHERE c.page_id = u.page_id AND f.file_id = u.file_id)",
+            " SELECT 1 FROM batch_usages c"
+            " WHERE c.page_id = u.page_id AND c.file_id = u.file_id)",
             (page_ids,),
         )
         cur.execute(
             "INSERT INTO usages (page_id, file_id)"
-            " SELECT DISTINCT c.page_id, f.file_id FROM current_usages c"
-            " JOIN files f ON f.title = c.title ON CONFLICT DO NOTHING"
+            " SELECT page_id, file_id FROM batch_usages WHERE file_id IS NOT NULL"
+            " ON CONFLICT DO NOTHING"
         )
 
 

@@ -5,8 +5,10 @@ Step "search" of the flow in docs/architecture.md. The query is hashed with the 
 all variants ask the bktree indexes in one SQL call for `files.dhash <@ (h, d)` (the planner
 takes the multi-index-hashing index, pipeline/migrations/003_dhash_indexes.sql), each row
 tagged with its variant, or, one by one, for the K nearest (`bktree_nearest`, exact), and
-the matches are merged keeping each file's best distance. Article URLs are built from the wiki's
-own `server` and `articlepath` in `wiki_info`. See docs/search.md.
+the matches are merged keeping each file's best distance, ranked (`rank_key`: distance, the
+query's own hash before a variant, the query's shape) and grouped (`group`: the same bytes, or
+the same pixel size within `SAME_PICTURE_BITS`) into one result per picture. Article URLs are
+built from the wiki's own `server` and `articlepath` in `wiki_info`. See docs/search.md.
 
 A low-information query (a striped flag, a flat image: `imaging.is_low_information`) matches
 thousands of unrelated files; its results are capped at `LOW_INFORMATION_CAP` with a note.
@@ -14,6 +16,7 @@ thousands of unrelated files; its results are capped at `LOW_INFORMATION_CAP` wi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote
 
@@ -44,12 +47,21 @@ MAX_USEFUL_DISTANCE = 16
 # `wikihash search --nearest` and the web API's `nearest` accept 1..MAX_RESULTS.
 MAX_RESULTS = 200
 LOW_INFORMATION_CAP = 20  # files listed for a low-information query
+# Bits; two files of the same size in pixels whose hashes are this close are one picture saved
+# twice, listed as one result (`group`). Chosen by ops/bench/ranking.py (docs/search.md).
+SAME_PICTURE_BITS = 2
 
 
 @dataclass(frozen=True)
 class Article:
     title: str  # as the wiki spells it: spaces
     url: str  # the full URL of the article on the wiki
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    title: str  # the file's name, without "File:"
+    file_url: str | None  # its page on the wiki
 
 
 @dataclass
@@ -62,8 +74,10 @@ class Match:
     low_information: bool
     thumb_url: str | None
     file_url: str | None  # the file's page on the wiki
-    articles: list[Article] = field(default_factory=list)
+    articles: list[Article] = field(default_factory=list)  # of this file and its duplicates
     hashed_width: int | None = None  # px of the picture the stored hash was made from
+    # Exact duplicates of this file (same SHA-1, or same hash and pixel size), grouped here.
+    duplicates: list[Duplicate] = field(default_factory=list)
 
 
 @dataclass
@@ -126,7 +140,9 @@ def search_bytes(conn: Connection, data: bytes, *, max_distance: int = DEFAULT_M
 def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] | None = None, *,
                   max_distance: int = DEFAULT_MAX_DISTANCE,
                   nearest: int | None = None) -> SearchResult:
-    """Search for the hash `int64` (and `probes`, its variants); nearest K when `nearest`."""
+    """Search for the hash `int64` (and `probes`, its variants); nearest K when `nearest`.
+
+    Matches are ranked (`rank`) and exact duplicates grouped into one match (`group`)."""
     if max_distance < 0 or max_distance > MAX_USEFUL_DISTANCE:
         raise ValueError(f"max_distance must be within 0..{MAX_USEFUL_DISTANCE}")
     if nearest is not None and not 1 <= nearest <= MAX_RESULTS:
@@ -140,21 +156,12 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
     low = bool(low_hashes)
     cap = LOW_INFORMATION_CAP if low else MAX_RESULTS
     limit = min(nearest, cap) if nearest else cap
-    best: dict[int, tuple[int, str]] = {}  # file_id -> (distance, variant)
-    with conn.cursor() as cur:
-        if nearest:
-            tagged = [(i, *row) for i, probe in enumerate(probes)
-                      for row in _nearest(cur, probe.int64, limit)]
-        else:
-            # One more than listed per variant, to know whether the list was cut.
-            tagged = _within(cur, [probe.int64 for probe in probes], max_distance, cap + 1)
-    for i, file_id, distance in tagged:
-        if file_id not in best or distance < best[file_id][0]:
-            best[file_id] = (distance, probes[i].name)
-    ranked = sorted(best.items(), key=lambda item: (item[1][0], item[0]))
-    truncated = len(ranked) > limit
-    ranked = ranked[:limit]
-    matches = _describe(conn, ranked)
+    found = candidates(conn, probes, max_distance=max_distance, nearest=limit if nearest else None,
+                       per_probe=cap + 1)
+    groups = group(rank(found))
+    truncated = len(groups) > limit
+    groups = groups[:limit]
+    matches = _describe(conn, groups)
     note = None
     if low:
         which = ", ".join(f"{imaging.int64_to_hex(p.int64)}"
@@ -172,34 +179,142 @@ def search_hashes(conn: Connection, int64: int, probes: list[variants.Variant] |
                         truncated=truncated, note=note)
 
 
-def _describe(conn: Connection, ranked: list[tuple[int, tuple[int, str]]]) -> list[Match]:
-    """Files, their articles and URLs for the ranked (file_id, (distance, variant)) list."""
-    if not ranked:
+# -- ranking -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    """A file some probe found: its best distance over the probes, and what ranking needs."""
+
+    file_id: int
+    distance: int  # bits, the best over the probes
+    variant: str  # the probe that gave it (the query's own hash wins a tie)
+    aspect_gap: float  # |ln(file aspect / that probe's aspect)|; inf when either is unknown
+    sha1: str | None
+    dhash: int
+    width: int | None
+    height: int | None
+
+
+def candidates(conn: Connection, probes: list[variants.Variant], *, max_distance: int,
+               nearest: int | None = None, per_probe: int = MAX_RESULTS + 1) -> list[Candidate]:
+    """Every file within `max_distance` of a probe (or among each probe's `nearest`), once,
+    with its best distance and the facts ranking compares (shape, SHA-1, size)."""
+    with conn.cursor() as cur:
+        if nearest:
+            tagged = [(i, *row) for i, probe in enumerate(probes)
+                      for row in _nearest(cur, probe.int64, nearest)]
+            # bktree_nearest breaks ties at the k-th distance arbitrarily: every file as near
+            # as the k-th is a candidate, so that ranking, not the index, picks among them.
+            nearest_of: dict[int, int] = {}
+            for _, file_id, d in tagged:
+                nearest_of[file_id] = min(d, nearest_of.get(file_id, d))
+            kth = sorted(nearest_of.values())[:nearest][-1] if tagged else None
+            if kth is not None and kth <= MAX_USEFUL_DISTANCE:
+                tagged += _within(cur, [probe.int64 for probe in probes], kth, per_probe)
+        else:
+            # One more than listed per probe, to know whether the list was cut.
+            tagged = _within(cur, [probe.int64 for probe in probes], max_distance, per_probe)
+        best: dict[int, tuple[int, int]] = {}  # file_id -> (distance, probe index)
+        for i, file_id, distance in tagged:
+            if file_id not in best or (distance, i) < best[file_id]:
+                best[file_id] = (distance, i)  # probes[0] is the query's own hash
+        if not best:
+            return []
+        cur.execute("SELECT file_id, sha1, dhash, width, height FROM files"
+                    " WHERE file_id = ANY(%s)", (list(best),))
+        facts = {row[0]: row[1:] for row in cur.fetchall()}
+    found = []
+    for file_id, (distance, i) in best.items():
+        sha1, dhash, width, height = facts[file_id]
+        found.append(Candidate(file_id, distance, probes[i].name,
+                               _aspect_gap(probes[i].aspect, width, height), sha1, dhash,
+                               width, height))
+    return found
+
+
+def _aspect_gap(aspect: float | None, width: int | None, height: int | None) -> float:
+    if not aspect or not width or not height:
+        return math.inf
+    return abs(math.log(width / height / aspect))
+
+
+def rank_key(c: Candidate) -> tuple:
+    """Nearest first; at the same distance, a match of the query's own hash before one of a
+    variant, then the file whose shape (aspect ratio) is the query's, then the older file.
+    Chosen by ops/bench/ranking.py on a real MediaWiki (docs/search.md)."""
+    return (c.distance, c.variant != "original", round(c.aspect_gap, 3), c.file_id)
+
+
+def rank(found: list[Candidate]) -> list[Candidate]:
+    """`found`, best first (`rank_key`)."""
+    return sorted(found, key=rank_key)
+
+
+def group(ranked: list[Candidate], same_picture_bits: int = SAME_PICTURE_BITS) -> list[
+        list[Candidate]]:
+    """Duplicates together, in rank order: the same SHA-1 (the same bytes under two names, or
+    on two wikis), or the same size in pixels and hashes at most `same_picture_bits` apart
+    (the same picture saved again: a JPEG re-encoded at another quality moves the stored
+    thumbnail's hash by a bit or two). Each group sits where its best-ranked file was."""
+    groups: list[list[Candidate]] = []
+    by_sha1: dict[str, int] = {}
+    by_size: dict[tuple[int, int], list[tuple[int, int]]] = {}  # size -> [(dhash, group)]
+    for c in ranked:
+        at = by_sha1.get(c.sha1) if c.sha1 else None
+        size = (c.width, c.height) if c.width and c.height else None
+        if at is None and size is not None:
+            at = next((g for h, g in by_size.get(size, ())
+                       if _hamming(h, c.dhash) <= same_picture_bits), None)
+        if at is None:
+            at = len(groups)
+            groups.append([])
+            if size is not None:  # compared with a group's first file only: no chains
+                by_size.setdefault(size, []).append((c.dhash, at))
+        groups[at].append(c)
+        if c.sha1:
+            by_sha1.setdefault(c.sha1, at)
+    return groups
+
+
+def _hamming(a: int, b: int) -> int:
+    return ((a ^ b) & 0xFFFF_FFFF_FFFF_FFFF).bit_count()
+
+
+def _describe(conn: Connection, groups: list[list[Candidate]]) -> list[Match]:
+    """Files, their articles and URLs for the ranked groups: one Match per group."""
+    if not groups:
         return []
     server, articlepath = wiki_urls(conn)
-    ids = [file_id for file_id, _ in ranked]
+    ids = [c.file_id for g in groups for c in g]
     with conn.cursor() as cur:
         cur.execute("SELECT f.file_id, f.title, f.dhash, f.low_information, f.thumb_url, p.title,"
                     " f.hashed_width FROM files f LEFT JOIN usages u ON u.file_id = f.file_id"
                     " LEFT JOIN pages p ON p.page_id = u.page_id"
                     " WHERE f.file_id = ANY(%s) ORDER BY p.title", (ids,))
         rows = cur.fetchall()
-    matches: dict[int, Match] = {}
-    for file_id, (distance, variant) in ranked:
-        matches[file_id] = Match(file_id=file_id, title="", distance=distance, variant=variant,
-                                 hash="", low_information=False, thumb_url=None, file_url=None)
+    files: dict[int, dict] = {}
     for file_id, title, dhash, low, thumb_url, page, hashed_width in rows:
-        match = matches[file_id]
-        match.title = title
-        match.hashed_width = hashed_width
-        match.hash = imaging.int64_to_hex(dhash)
-        match.low_information = bool(low)
-        match.thumb_url = thumb_url
-        match.file_url = article_url(server, articlepath, "File:" + title) if server else None
+        entry = files.setdefault(file_id, {"title": title, "dhash": dhash, "low": bool(low),
+                                           "thumb_url": thumb_url, "width": hashed_width,
+                                           "pages": []})
         if page is not None:
-            url = article_url(server, articlepath, page)
-            match.articles.append(Article(page, url))
-    return list(matches.values())
+            entry["pages"].append(page)
+    file_url = (lambda t: article_url(server, articlepath, "File:" + t)) if server else (
+        lambda t: None)
+    matches = []
+    for g in groups:
+        first = files[g[0].file_id]
+        match = Match(file_id=g[0].file_id, title=first["title"], distance=g[0].distance,
+                      variant=g[0].variant, hash=imaging.int64_to_hex(first["dhash"]),
+                      low_information=first["low"], thumb_url=first["thumb_url"],
+                      file_url=file_url(first["title"]), hashed_width=first["width"])
+        pages = sorted({p for c in g for p in files[c.file_id]["pages"]})
+        match.articles = [Article(p, article_url(server, articlepath, p)) for p in pages]
+        match.duplicates = [Duplicate(files[c.file_id]["title"],
+                                      file_url(files[c.file_id]["title"])) for c in g[1:]]
+        matches.append(match)
+    return matches
 
 
 def describe_count(found: int, nearest: int | None, max_distance: int) -> str:

@@ -47,10 +47,13 @@ QUERY_SIDE = 512  # px: the longest side a query is scaled down to before any va
 
 @dataclass(frozen=True)
 class Variant:
-    """One probe of a query: its name and its dhash as a signed 64-bit integer."""
+    """One probe of a query: its name, its dhash as a signed 64-bit integer, and the aspect
+    ratio (width / height) of the picture it was made from, which search compares with each
+    file's to rank near-ties (a crop of the photo has another shape than the photo)."""
 
     name: str
     int64: int
+    aspect: float | None = None
 
 
 def query_variants(data: bytes, names: tuple[str, ...] = DEFAULT_VARIANTS) -> tuple[
@@ -71,7 +74,8 @@ def query_variants(data: bytes, names: tuple[str, ...] = DEFAULT_VARIANTS) -> tu
             hex=str(digest), int64=value, format=info.format, width=info.width,
             height=info.height, mode=info.mode, flattened=info.flattened,
             low_information=imaging.is_low_information(value))
-        found = [Variant("original", canonical.int64)]
+        aspect = info.width / info.height if info.width and info.height else None
+        found = [Variant("original", canonical.int64, aspect)]
         extra = [n for n in names if n != "original"]
         if not extra:
             return canonical, found
@@ -93,7 +97,7 @@ def query_variants(data: bytes, names: tuple[str, ...] = DEFAULT_VARIANTS) -> tu
                 continue
             value = imaging.hex_to_int64(str(imagehash.dhash(probe)))
             if all(v.int64 != value for v in found):
-                found.append(Variant(name, value))
+                found.append(Variant(name, value, probe.width / probe.height))
     except Exception as exc:  # noqa: BLE001 - the boundary: nothing but ImageRejected escapes
         raise ImageRejected(f"cannot make query variants: {type(exc).__name__}") from exc
     return canonical, found

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
+import requests
 from fakewiki import FakeWikiServer
-from fakewiki.enwiki import EnwikiShape, unword, word
+from fakewiki.enwiki import EnwikiShape, files_wiki, serve, unword, word
 from fakewiki.model import dbkey
 
 from pipeline.wiki import Wiki
@@ -67,3 +69,38 @@ def test_the_walk_and_imageinfo_see_exactly_the_generated_wiki():
         pair = [shape.file(fid).name, shape.file(shape.file(fid).content).name]
         sha1s = {i.sha1 for i in client.file_info(pair, 120)}
         assert len(sha1s) == 1 and None not in sha1s
+
+
+def test_files_from_processes_sharing_a_port_and_counts_without_logs():
+    """The benchmark's layout: api.php on its own, files from several servers on one port
+    (SO_REUSEPORT), imageinfo naming that port; counts and CPU kept without a log per request."""
+    shape = EnwikiShape(600, seed=2)
+    first = FakeWikiServer(files_wiki(shape), keep_logs=False, reuse_port=True).start()
+    second = FakeWikiServer(files_wiki(shape), port=first.port, keep_logs=False,
+                            reuse_port=True).start()
+    try:
+        assert second.port == first.port
+        with serve(shape, files_url=first.base_url, keep_logs=False) as (shared, server):
+            client = Wiki(server.api_url, UA)
+            articles = [a for batch, _ in client.walk_articles(None) for a in batch]
+            names = sorted({n for a in articles for n in a.images})[:120]
+            infos = [i for i in client.file_info(names, 120) if i.state == "pending"]
+            assert {i.repo for i in infos} == {"local", "shared"}
+            session = requests.Session()
+            for info in infos[:60]:
+                url = info.thumb_url or info.url
+                assert url.startswith(first.base_url + "/images/")
+                if info.mime == "image/jpeg":  # served as is: the bytes imageinfo hashed
+                    body = session.get(info.url, timeout=10).content
+                    assert hashlib.sha1(body).hexdigest() == info.sha1
+                else:
+                    assert session.get(url, timeout=10).status_code == 200
+            tally = server.tally()
+            assert tally["generator:allpages"]["requests"] >= 1
+            assert tally["prop:imageinfo"]["cpu_s"] > 0
+            assert not server.requests  # keep_logs=False: counts only
+    finally:
+        second.stop()
+        first.stop()
+    served = sum(s.tally().get("file", {}).get("requests", 0) for s in (first, second))
+    assert served == 60 and not first.file_requests and not second.file_requests

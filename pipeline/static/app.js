@@ -111,8 +111,17 @@ function show(answer) {
     for (const article of match.articles) {
       list.append(el("li", {}, link(article.url, article.title, { class: "article" })));
     }
-    const body = el("div", {}, el("h2", {}, title, badge),
-      match.articles.length ? list : el("p", { class: "muted" }, "No article uses it."));
+    const body = el("div", {}, el("h2", {}, title, badge));
+    // Exact duplicates (same bytes, or same hash and size) are one result: name them all.
+    const dups = match.duplicates || [];
+    if (dups.length) {
+      const also = el("p", { class: "muted duplicates" }, "Also uploaded as ");
+      dups.forEach((d, i) => {
+        also.append(i ? ", " : "", d.file_url ? link(d.file_url, d.title) : d.title);
+      });
+      body.append(also);
+    }
+    body.append(match.articles.length ? list : el("p", { class: "muted" }, "No article uses it."));
     if (match.variant !== "original") {
       body.append(el("p", { class: "muted" }, `found as the query's ${match.variant} variant`));
     }

@@ -27,7 +27,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from .model import FILE_NS, FakeWiki, FileRecord, FileVersion, Page, Revision, dbkey
+from .model import (
+    FILE_NS,
+    FakeWiki,
+    FileRecord,
+    FileVersion,
+    Page,
+    Revision,
+    dbkey,
+    hash_path,
+    url_encode,
+)
 from .server import FakeWikiServer
 
 CONSONANTS = "bdfgklmnprstvz"
@@ -342,7 +352,7 @@ class GeneratedFiles(Mapping):
         if fid is None:
             return default
         facts = self.shape.file(fid)
-        if facts.repo != self.repo:
+        if self.repo is not None and facts.repo != self.repo:
             return default
         data, mime = file_bytes(facts.kind, facts.content, self.shape.seed)
         width, height = _size(data, mime)
@@ -359,11 +369,12 @@ class GeneratedFiles(Mapping):
 
     def __contains__(self, name) -> bool:
         fid = self.shape.file_id(name) if isinstance(name, str) else None
-        return fid is not None and self.shape.file(fid).repo == self.repo
+        return fid is not None and self.repo in (None, self.shape.file(fid).repo)
 
     def __iter__(self):
         total = self.shape.file_space + self.shape.ICONS + self.shape.user_pages
-        return (f.name for f in map(self.shape.file, range(total)) if f.repo == self.repo)
+        return (f.name for f in map(self.shape.file, range(total))
+                if self.repo in (None, f.repo))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -377,14 +388,30 @@ def _size(data: bytes, mime: str) -> tuple[int, int]:
 
 
 class GeneratedWiki(FakeWiki):
-    """A read-only FakeWiki whose pages and files come from an EnwikiShape."""
+    """A read-only FakeWiki whose pages and files come from an EnwikiShape.
 
-    def __init__(self, shape: EnwikiShape, repo: str, shared: FakeWiki | None,
+    `repo` None: every file of the shape (what a file server of both repositories serves).
+    `files_base_url`, when set, is where its file URLs point instead of its own server (an
+    upload host of its own, as upload.wikimedia.org is for every wiki; see `serve_files`)."""
+
+    def __init__(self, shape: EnwikiShape, repo: str | None, shared: FakeWiki | None,
                  **kwargs) -> None:
         super().__init__(shared=shared, start=EPOCH, **kwargs)
         self.shape = shape
         self.pages = GeneratedPages(shape, repo)  # type: ignore[assignment]
         self.files = GeneratedFiles(shape, repo)  # type: ignore[assignment]
+        self.files_base_url: str | None = None
+
+    def file_url(self, name: str) -> str:
+        if self.files_base_url is None:
+            return super().file_url(name)
+        return f"{self.files_base_url}/images/{hash_path(name)}{url_encode(name)}"
+
+    def thumb_url(self, name: str, thumb_name: str) -> str:
+        if self.files_base_url is None:
+            return super().thumb_url(name, thumb_name)
+        return (f"{self.files_base_url}/images/thumb/{hash_path(name)}{url_encode(name)}/"
+                f"{url_encode(thumb_name)}")
 
     def page_by_id(self, pageid: int) -> Page | None:
         for ns, base in sorted(PAGE_ID_BASE.items(), key=lambda kv: -kv[1]):
@@ -403,8 +430,20 @@ class GeneratedWiki(FakeWiki):
 
 
 @contextmanager
-def serve(shape: EnwikiShape) -> Iterator[tuple[FakeWikiServer, FakeWikiServer]]:
-    """Serve the shape's two wikis on 127.0.0.1: yields (shared server, wiki server)."""
+def serve(shape: EnwikiShape, *, files_url: str | None = None, keep_logs: bool = True,
+          tcp_nodelay: bool = False) -> Iterator[tuple[FakeWikiServer, FakeWikiServer]]:
+    """Serve the shape's two wikis on 127.0.0.1: yields (shared server, wiki server).
+
+    With `files_url`, imageinfo's URLs name that server instead (one `serve_files` or several
+    sharing its port), and these two serve only api.php."""
     commons, wiki = shape.wikis()
-    with FakeWikiServer(commons) as shared, FakeWikiServer(wiki) as server:
+    commons.files_base_url = wiki.files_base_url = files_url
+    options = {"keep_logs": keep_logs, "tcp_nodelay": tcp_nodelay}
+    with FakeWikiServer(commons, **options) as shared, \
+            FakeWikiServer(wiki, **options) as server:
         yield shared, server
+
+
+def files_wiki(shape: EnwikiShape) -> GeneratedWiki:
+    """A wiki that serves every file of the shape (both repositories) and no pages."""
+    return GeneratedWiki(shape, None, None, name="files", sitename="Fake upload host")

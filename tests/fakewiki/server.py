@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections import Counter
@@ -33,7 +34,8 @@ class ApiRecord(NamedTuple):
     status: int
     method: str = "GET"
     kind: str = ""  # e.g. "generator:allpages", "prop:imageinfo", "meta:siteinfo", "login"
-    seconds: float = 0.0  # the server's own time answering it
+    seconds: float = 0.0  # the server's own time answering it (wall)
+    cpu: float = 0.0  # the CPU time of the thread answering it (load barely changes it)
 
 
 def request_kind(params: dict[str, str]) -> str:
@@ -55,8 +57,16 @@ class FakeWikiServer:
     or call start()/stop()."""
 
     def __init__(self, wiki: FakeWiki, faults: Faults | None = None, port: int = 0,
-                 tcp_nodelay: bool = False) -> None:
+                 tcp_nodelay: bool = False, keep_logs: bool = True,
+                 reuse_port: bool = False) -> None:
         self.wiki = wiki
+        # keep_logs=False: counts only (`tally`), no per-request list, so that a benchmark
+        # serving millions of requests holds a few numbers, not a record of each.
+        self.keep_logs = keep_logs
+        # reuse_port: SO_REUSEPORT, so that several processes serving the same wiki share one
+        # port and the kernel spreads the connections among them (tests/fakewiki/__main__.py).
+        self.reuse_port = reuse_port
+        self._tally: dict[str, list[float]] = {}  # kind -> [requests, wall s, cpu s]
         # http.server's default leaves Nagle's algorithm on; production front ends set
         # TCP_NODELAY, which a benchmark asks for.
         self.tcp_nodelay = tcp_nodelay
@@ -78,7 +88,8 @@ class FakeWikiServer:
     def start(self) -> FakeWikiServer:
         handler = type("Handler", (_Handler,), {"server_ref": self,
                                                 "disable_nagle_algorithm": self.tcp_nodelay})
-        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        httpd = (_ReusePortServer if self.reuse_port else ThreadingHTTPServer)(
+            ("127.0.0.1", self.port), handler)
         httpd.daemon_threads = True
         httpd.block_on_close = False
         self._httpd = httpd
@@ -132,21 +143,39 @@ class FakeWikiServer:
             out["file"] = (len(self.file_requests), self.file_seconds)
         return out
 
+    def tally(self) -> dict[str, dict[str, float]]:
+        """Requests, the server's wall seconds and its threads' CPU seconds on them, by kind
+        ("file" for files); kept whether or not `keep_logs`."""
+        with self._lock:
+            return {kind: {"requests": int(n), "wall_s": wall, "cpu_s": cpu}
+                    for kind, (n, wall, cpu) in self._tally.items()}
+
     def reset_logs(self) -> None:
         with self._lock:
             self.requests.clear()
             self.file_seconds = 0.0
             self.file_hits.clear()
             self.file_requests.clear()
+            self._tally.clear()
+
+    def _count(self, kind: str, wall: float, cpu: float) -> None:
+        with self._lock:
+            entry = self._tally.setdefault(kind, [0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += wall
+            entry[2] += cpu
 
     def _record(self, record: ApiRecord) -> None:
-        with self._lock:
-            self.requests.append(record)
+        self._count(record.kind, record.seconds, record.cpu)
+        if self.keep_logs:
+            with self._lock:
+                self.requests.append(record)
 
     def _record_file(self, path: str, status: int) -> None:
-        with self._lock:
-            self.file_hits[path] += 1
-            self.file_requests.append((path, status))
+        if self.keep_logs:
+            with self._lock:
+                self.file_hits[path] += 1
+                self.file_requests.append((path, status))
 
     def thumbnail(self, path: str, version, thumb_name: str) -> tuple[bytes, str]:
         key = f"{path}@{version.sha1}"
@@ -201,10 +230,12 @@ class _Handler(BaseHTTPRequestHandler):
             if parts.path == API_PATH:
                 self._api(method, parts.query)
             elif parts.path.startswith("/images/") or parts.path.startswith(media.ICON_DIR):
-                began = time.perf_counter()
+                began, cpu = time.perf_counter(), time.thread_time()
                 self._file(parts.path, method == "HEAD")
+                wall = time.perf_counter() - began
+                srv._count("file", wall, time.thread_time() - cpu)
                 with srv._lock:
-                    srv.file_seconds += time.perf_counter() - began
+                    srv.file_seconds += wall
             elif parts.path.startswith("/wiki/"):
                 self._send(200, b"<!DOCTYPE html><title>page</title>", "text/html; charset=UTF-8")
             else:
@@ -218,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, query: str) -> None:
         srv, faults = self.server_ref, self.server_ref.faults
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.thread_time()
         params = dict(parse_qsl(query, keep_blank_values=True))
         if method == "POST":
             length = int(self.headers.get("Content-Length") or 0)
@@ -232,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         def record(status: int) -> None:
             srv._record(ApiRecord(API_PATH, params, status, method, kind,
-                                  time.perf_counter() - began))
+                                  time.perf_counter() - began, time.thread_time() - cpu))
 
         if faults.take("drop_connections"):
             record(0)
@@ -375,6 +406,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         stopping.wait(fault.stall_seconds)
         self.close_connection = True
+
+
+class _ReusePortServer(ThreadingHTTPServer):
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def _lagged(maxlag: str, lag: int) -> bool:
