@@ -30,7 +30,7 @@ from pipeline import ledger, timestamps, wikiowner
 from pipeline.errors import WikihashError
 from pipeline.ledger import LAST_CRAWL, RECRAWL
 from pipeline.storage import Connection, transaction
-from pipeline.wiki import Article, Wiki, strip_namespace
+from pipeline.wiki import TEMPLATE_NAMESPACES, Article, Wiki, strip_namespace
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,9 @@ class Recrawler:
             titles, ids, files = _affected(rows)
             self._apply_pages(titles, ids)
             self._apply_files(files)
+            # A template's edit changes its articles' images without a revision of theirs.
+            for batch in self.wiki.transcluded_by(_templates(rows)):
+                self._apply_pages(set(), set(batch))
             state = state.advance(cont=cont) if cont else state.advance(stage="shared",
                                                                         cont=None)
             self._step_done(state, dry_run)
@@ -203,7 +206,8 @@ class Recrawler:
         state = state.advance(walk_started=state.walk_started or ledger.database_now(self.conn))
         for articles, cont in self.wiki.walk_revisions(state.cont):
             known = ledger.page_revisions(self.conn, [a.page_id for a in articles])
-            changed = [a.page_id for a in articles if known.get(a.page_id) != a.rev_id]
+            changed = [a.page_id for a in articles if known.get(a.page_id) != a.rev_id
+                       or _touched_since(a, state.since)]
             ledger.mark_pages_seen(self.conn, [a.page_id for a in articles])
             self._apply_pages(set(), set(changed))
             state = state.advance(cont=cont)
@@ -274,6 +278,18 @@ def _affected(rows: list[dict]) -> tuple[set[str], set[int], set[str]]:
     titles.discard("")
     files.discard("")
     return titles, ids, files
+
+
+def _templates(rows: list[dict]) -> set[str]:
+    """Templates and modules named by a page of the change feed (edited, created, deleted,
+    restored, moved): the articles that transclude them may show other images now."""
+    return {row["title"] for row in rows
+            if row.get("ns") in TEMPLATE_NAMESPACES and row.get("title")}
+
+
+def _touched_since(article: Article, since: str) -> bool:
+    """The article's page_touched moved after `since` (a template it uses was edited)."""
+    return bool(article.touched) and timestamps.parse(article.touched) > timestamps.parse(since)
 
 
 def wait_for_first_crawl(url: str, stopping: threading.Event, say: Callable[[str], None],

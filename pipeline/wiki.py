@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 UNREACHABLE_ATTEMPTS = 3  # tries of a refused connection: a restarting server, not a wrong URL
 IMAGEINFO_BATCH = 50  # titles per imageinfo request, and scaled images per response
 HASHABLE_MEDIA = {"BITMAP", "DRAWING"}
+TEMPLATE_NAMESPACES = (10, 828)  # Template, Module (Scribunto)
+FEED_NAMESPACES = (0, 6, *TEMPLATE_NAMESPACES)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Article:
     title: str
     rev_id: int | None
     images: tuple[str, ...]  # file titles without the namespace prefix
+    # page_touched (prop=info): moves when a template it uses is edited, with no new revision
+    touched: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,10 +209,11 @@ class Wiki:
         ), start)
 
     def walk_revisions(self, start: dict | None = None) -> Iterator[WalkBatch]:
-        """Like `walk_articles`, without the images: for comparing revision ids."""
+        """Like `walk_articles`, without the images: for comparing revision ids and
+        `touched` (which a template edit moves without a revision)."""
         return self._batches(dict(
             generator="allpages", gapnamespace="0", gapfilterredir="nonredirects",
-            gaplimit="max", prop="revisions", rvprop="ids",
+            gaplimit="max", prop="revisions|info", rvprop="ids",
         ), start)
 
     def _batches(self, params: dict, start: dict | None) -> Iterator[WalkBatch]:
@@ -260,12 +265,32 @@ class Wiki:
     # -- the change feed -----------------------------------------------------------------
 
     def changes(self, since: str, until: str, start: dict | None = None) -> Iterator[Feed]:
-        """Recent changes to articles and files from `since` to `until`, oldest first."""
+        """Recent changes to articles, files, templates and modules (whose edits change the
+        articles that transclude them: `transcluded_by`) from `since` to `until`, oldest
+        first."""
         return self._feed("recentchanges", dict(
             list="recentchanges", rcdir="newer", rcstart=since, rcend=until,
             rcprop="title|ids|timestamp|loginfo|sha1|redirect", rctype="edit|new|log",
-            rcnamespace="0|6", rclimit="max",
+            rcnamespace="|".join(map(str, FEED_NAMESPACES)), rclimit="max",
         ), start)
+
+    def transcluded_by(self, titles: Iterable[str]) -> Iterator[list[int]]:
+        """Page ids of the articles that transclude any of `titles` (templates, modules),
+        directly or through another template, one API answer at a time."""
+        values = list(dict.fromkeys(titles))
+        for i in range(0, len(values), IMAGEINFO_BATCH):
+            cont: dict = {"continue": ""}
+            while True:
+                answer = self.call("query", prop="transcludedin", tiprop="pageid",
+                                   tinamespace="0", tishow="!redirect", tilimit="max",
+                                   titles="|".join(values[i:i + IMAGEINFO_BATCH]), **cont)
+                ids = [int(t["pageid"]) for page in _pages(answer)
+                       for t in page.get("transcludedin", [])]
+                if ids:
+                    yield ids
+                if "continue" not in answer:
+                    break
+                cont = answer["continue"]
 
     def log_events(self, letype: str, since: str, until: str,
                    start: dict | None = None) -> Iterator[Feed]:
@@ -386,6 +411,7 @@ def _merge_pages(answer: dict, pages: dict[int, dict], *, articles_only: bool = 
             continue
         entry = pages.setdefault(int(page["pageid"]),
                                  {"title": page["title"], "rev": None, "images": []})
+        entry["touched"] = page.get("touched", entry.get("touched"))
         revisions = page.get("revisions") or []
         if revisions:
             entry["rev"] = int(revisions[0]["revid"])
@@ -393,8 +419,8 @@ def _merge_pages(answer: dict, pages: dict[int, dict], *, articles_only: bool = 
 
 
 def _articles(pages: dict[int, dict]) -> list[Article]:
-    return [Article(pid, e["title"], e["rev"], tuple(dict.fromkeys(e["images"])))
-            for pid, e in sorted(pages.items())]
+    return [Article(pid, e["title"], e["rev"], tuple(dict.fromkeys(e["images"])),
+                    e.get("touched")) for pid, e in sorted(pages.items())]
 
 
 def _pages(answer: dict) -> list[dict]:

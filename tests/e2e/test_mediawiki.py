@@ -14,6 +14,7 @@ import time
 import pytest
 import requests
 from mediawiki import available, build_pair, truth
+from mediawiki.content import INFOBOX
 from test_crawl import assert_ledger_matches
 from wikis import generated_image
 
@@ -142,7 +143,39 @@ def change_both_wikis(pair) -> dict[str, str]:
     shared.upload(names["shared_red_link_filled"], generated_image(99005, "JPEG"))
     wiki.edit("Article 0020", "No pictures any more.")
     wiki.edit("Redirect to article", "Now an article of its own: [[File:Generated 007.jpg]]")
+    edit_template(pair, INFOBOX_WITH_FLAG)
     return names
+
+
+# The infobox of tests/mediawiki/content.py with its {{{image}}} replaced by a new file: every
+# article using it loses its infobox image (unless it shows it elsewhere) and gains the flag,
+# without a new revision of any of them.
+INFOBOX_WITH_FLAG = ('{| class="infobox"\n| [[File:Infobox flag.png|20px]] {{{name|}}}\n'
+                     "|}\n")
+
+
+def edit_template(pair, text: str) -> None:
+    """Edit Template:Infobox, then run the wiki's jobs: the articles' imagelinks follow a
+    template edit through refreshLinks jobs (Wikipedia's job runners; $wgJobRunRate is 0)."""
+    if not pair.wiki.sql("SELECT 1 FROM image WHERE img_name = 'Infobox_flag.png'"):
+        pair.wiki.upload("Infobox flag.png", generated_image(99006))
+    pair.wiki.edit("Template:Infobox", text)
+    pair.wiki.php("runJobs.php")
+
+
+def revisions_and_images(pair) -> dict[str, tuple[int, set[str]]]:
+    latest = dict(pair.wiki.sql("SELECT page_title, page_latest FROM page"
+                                " WHERE page_namespace = 0"))
+    return {title: (latest[title.replace(" ", "_")], files)
+            for title, files in truth(pair).articles.items()}
+
+
+def assert_template_edit_seen(before, after) -> None:
+    """Some article shows other files with no new revision of its own (the case the re-crawl
+    must catch from the template's edit), and the ledger (checked by the caller) follows."""
+    moved = [t for t in before if t in after and before[t][0] == after[t][0]
+             and before[t][1] != after[t][1]]
+    assert moved, "no article's images changed through the template alone"
 
 
 def picture(seed: int, name: str) -> bytes:
@@ -154,8 +187,10 @@ def test_recrawl_of_real_wikis_applies_every_change(pair, db_url, crawl_env, tmp
     env = crawl_env(pair.wiki.api_url)
     ops_up(env, tmp_path)
     before = dict(sql_rows(db_url, "SELECT title, dhash FROM files"))
+    pages_before = revisions_and_images(pair)
     time.sleep(1.1)  # the feed's timestamps have a resolution of one second
     names = change_both_wikis(pair)
+    assert_template_edit_seen(pages_before, revisions_and_images(pair))
 
     started = time.monotonic()
     with env.workers(2):  # the re-crawl waits until the new contents are hashed
@@ -176,4 +211,23 @@ def test_recrawl_of_real_wikis_applies_every_change(pair, db_url, crawl_env, tmp
         assert before[names[name]] is None and after[names[name]] is not None, name
     urls = {u for (u,) in sql_rows(db_url, "SELECT url FROM hashes")}
     assert not any(u.endswith(("/Article_0020", "/Article_0010")) for u in urls)
+    assert any("Infobox flag.png" in files for files in expected.articles.values())
     print(f"re-crawl of {len(names)} kinds of change: {seconds:.1f} s")
+
+
+def test_recrawl_walk_sees_a_template_edit(pair, db_url, crawl_env, tmp_path):
+    """When the feed no longer reaches the last crawl, the walk compares revision ids, which a
+    template edit leaves alone; page_touched is what moves."""
+    env = crawl_env(pair.wiki.api_url)
+    ops_up(env, tmp_path)
+    pages_before = revisions_and_images(pair)
+    time.sleep(1.1)
+    edit_template(pair, INFOBOX_WITH_FLAG if "Infobox flag.png" not in str(pages_before)
+                  else INFOBOX)
+    assert_template_edit_seen(pages_before, revisions_and_images(pair))
+    env.env["WIKIHASH_FEED_MAX_AGE"] = "0.000001"  # days: the last crawl is older than that
+    with env.workers(2):
+        result = env.wikihash("recrawl", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "walk from" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert_ledger_matches(db_url, truth(pair), None)

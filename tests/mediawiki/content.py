@@ -66,8 +66,18 @@ def build_pair(root: Path, *, articles: int = 120, generated: int = 48, seed: in
                big_gallery: int = 520) -> Pair:
     """Install, start and fill the pair (see the module docstring); the caller stops it."""
     started = time.monotonic()
-    rnd = random.Random(seed)
     pair = install_pair(root)
+    try:
+        _fill(pair, articles, generated, seed, big_gallery)
+    except BaseException:
+        pair.stop()  # the caller gets no pair to stop: leave no php -S behind
+        raise
+    pair.build_seconds = time.monotonic() - started
+    return pair
+
+
+def _fill(pair: Pair, articles: int, generated: int, seed: int, big_gallery: int) -> None:
+    rnd = random.Random(seed)
     wiki, shared = pair.wiki, pair.shared
     names: list[str] = []
 
@@ -112,8 +122,6 @@ def build_pair(root: Path, *, articles: int = 120, generated: int = 48, seed: in
     # Not articles: a redirect (with an image on it), a talk page, a file description page.
     wiki.edit("Redirect to article", "#REDIRECT [[Article 0001]]\n[[File:Generated 001.jpg]]")
     wiki.edit("Talk:Article 0001", f"[[File:{names[0]}]]")
-    pair.build_seconds = time.monotonic() - started
-    return pair
 
 
 def article_text(title: str, files: list[str], rnd: random.Random) -> str:

@@ -24,6 +24,9 @@ MEDIAWIKI = Path(os.environ.get("WIKIHASH_MEDIAWIKI", "/usr/share/mediawiki"))
 ROUTER = Path(__file__).resolve().parent / "router.php"
 ADMIN, PASSWORD = "Admin", "wikihash-test-password-1"
 SERVER_WORKERS = "4"  # php -S processes (PHP_CLI_SERVER_WORKERS): thumbnails render in parallel
+# Seconds for one API call: saving the 520-file gallery (each name looked up in the shared
+# repository's API) took over 120 s on a 2-core machine at load 17.
+CALL_TIMEOUT = 600
 
 SETTINGS = """
 # -- wikihash test settings --------------------------------------------------------------
@@ -173,9 +176,10 @@ class MediaWiki:
         assert self.session is not None, "start() the wiki first"
         params = {"format": "json", "formatversion": "2", **params}
         if method == "GET":
-            response = self.session.get(self.api_url, params=params, timeout=120)
+            response = self.session.get(self.api_url, params=params, timeout=CALL_TIMEOUT)
         else:
-            response = self.session.post(self.api_url, data=params, files=files, timeout=120)
+            response = self.session.post(self.api_url, data=params, files=files,
+                                         timeout=CALL_TIMEOUT)
         response.raise_for_status()
         answer = response.json()
         if "error" in answer:
