@@ -15,7 +15,7 @@ Everything runs in a scratch database that is dropped after.
 
     python ops/bench/index.py --rows 1000000,10000000 --queries 20
 
-The Markdown report goes to stdout and to docs/bktree-benchmarks.md (--out).
+The Markdown report goes to stdout, and to a file with --out.
 """
 
 from __future__ import annotations
@@ -304,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--queries", type=int, default=20, help="query points per radius")
     parser.add_argument("--seq-queries", type=int, default=5, help="query points for seqscan")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "bktree-benchmarks.md"))
+    parser.add_argument("--out", default="",
+                        help="also write the Markdown report to this file (e.g. a new run's"
+                        " section for docs/bktree-benchmarks.md)")
     args = parser.parse_args(argv)
 
     load_start = f"{os.getloadavg()[0]:.1f}"
