@@ -25,7 +25,10 @@ the kernel copying the pool process's page tables and its copy-on-write faults.
 
 Orphans: the decoder exits when the request pipe reaches end of file (the parent closed it,
 or exited however it did: its descriptors close with it) or when its parent process changes
-(checked once a second while idle, for the case where another process still holds the pipe).
+(checked once a second while idle, for the case where another process still holds the pipe);
+a parent that dies mid-decode leaves it at most that decode's limits, then its answer meets a
+closed pipe and it exits. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the process group are
+ignored: the parent decides (a warm shutdown lets the decode under way finish).
 Every process forked from one that has decoders forgets them (`os.register_at_fork`): a
 sibling decoder closes the parent's ends of the others' pipes, so their end of file still
 arrives, and a forked child never writes into its parent's decoders.
@@ -53,8 +56,8 @@ __all__ = ["Decoder", "Died", "Overtime", "Reply"]
 _HEADER = struct.Struct(">Q")  # the length of the pickle that follows
 _IDLE_CHECK = 1.0  # seconds between the idle decoder's checks that its parent still exists
 _CHUNK = 1 << 20  # bytes per read or write
-_DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-                    signal.SIGCHLD, signal.SIGALRM, signal.SIGXCPU)
+_DEFAULT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD, signal.SIGALRM, signal.SIGXCPU)
+_IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 _fork_lock = threading.Lock()  # pipes and fork of one decoder at a time (no fd leaks across)
 _parent_fds: set[int] = set()  # this process's ends of its decoders' pipes
@@ -228,11 +231,13 @@ def _serve(request_fd: int, reply_fd: int, parent: int) -> None:
     """The decoder's loop: one request, one answer, until end of file or an orphaned parent."""
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write("wikihash-decode")  # what ps and top show
-    # The parent's handlers (Celery's, KeyboardInterrupt) are not the decoder's: a signal to
-    # the process group ends it (SIGINT aside: the parent decides, and its pipe closes).
+    # The parent's handlers (Celery's, KeyboardInterrupt) are not the decoder's. A signal to
+    # the whole process group (Ctrl-C, a warm shutdown by killpg) is the parent's to act on:
+    # the decoder finishes the decode under way, and ends when its parent's pipe closes.
     for number in _DEFAULT_SIGNALS:
         signal.signal(number, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for number in _IGNORED_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
     own_as = resource.getrlimit(resource.RLIMIT_AS)
     own_cpu = resource.getrlimit(resource.RLIMIT_CPU)
     while True:
