@@ -17,8 +17,8 @@ limits back to what they were, so that reading the next request never runs into 
 decode's limits. The parent's wall deadline is `Decoder.call`'s `deadline`: past it the decoder
 is killed (`Overtime`). A decoder that ends without an answer raises `Died(exitcode)`.
 
-Why a long-lived process and not a fork per decode (docs/hashing-benchmarks.md, "The
-sandbox"): a fork per file cost 10-16 ms of CPU for a small raster in a Celery pool process,
+Why a long-lived process and not a fork per decode (docs/benchmarks.md, "The
+sandbox"): a fork per file cost 16-20 ms of CPU for a small raster in a Celery pool process,
 and ~290 ms for an SVG, because a pool process never decodes itself, so each forked child
 imported cairosvg or Pillow's plugins again and threw them away when it exited; the rest was
 the kernel copying the pool process's page tables and its copy-on-write faults.

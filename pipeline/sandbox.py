@@ -23,8 +23,8 @@ not end cleanly (killed, dead, out of memory, an exception the decoder did not e
 `MAX_DECODES` decodes, and once it has grown `MAX_GROWTH` bytes beyond its size after its first
 decode (like Celery's max-tasks- and max-memory-per-child). It ends when this process exits
 (its pipe closes) or `close()` is called. Why not a fork per decode, as before: the fork cost
-10-16 ms of CPU per small raster inside a Celery pool process and ~290 ms per SVG, since each
-child imported again what the pool process had never loaded (docs/hashing-benchmarks.md, "The
+16-20 ms of CPU per small raster inside a Celery pool process and ~290 ms per SVG, since each
+child imported again what the pool process had never loaded (docs/benchmarks.md, "The
 sandbox").
 
 `hash_bytes` and `query_variants` are the limited forms of `imaging.hash_bytes` (crawl: CLI
