@@ -238,6 +238,8 @@ def _serve(request_fd: int, reply_fd: int, parent: int) -> None:
         signal.signal(number, signal.SIG_DFL)
     for number in _IGNORED_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+    # A decoder ended by SIGXCPU or a crash in a library leaves no core file of its heap.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     own_as = resource.getrlimit(resource.RLIMIT_AS)
     own_cpu = resource.getrlimit(resource.RLIMIT_CPU)
     while True:
