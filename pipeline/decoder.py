@@ -37,6 +37,7 @@ arrives, and a forked child never writes into its parent's decoders.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import pickle
@@ -229,6 +230,7 @@ def _wait(fd: int, mode: str, deadline: float) -> None:
 
 def _serve(request_fd: int, reply_fd: int, parent: int) -> None:
     """The decoder's loop: one request, one answer, until end of file or an orphaned parent."""
+    _keep_only(request_fd, reply_fd)
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write("wikihash-decode")  # what ps and top show
     # The parent's handlers (Celery's, KeyboardInterrupt) are not the decoder's. A signal to
@@ -270,6 +272,24 @@ def _serve(request_fd: int, reply_fd: int, parent: int) -> None:
         view = memoryview(payload)
         while view:
             view = view[os.write(reply_fd, view):]
+
+
+def _keep_only(*fds: int) -> None:
+    """Close every descriptor the decoder inherited but its pipes and stdin/out/err.
+
+    The decoder outlives many decodes: it should not hold, all that time, copies of its
+    parent's PostgreSQL, Redis and HTTP sockets and files (a decode that took the decoder over
+    could write into them; a socket the parent closes stays open while a copy lives, and an
+    epoll set watches the open file, not the number). The objects that owned them are frozen
+    first (`gc.freeze`): never collected here, so no finalizer closes a number since reused.
+    """
+    gc.freeze()
+    keep = {0, 1, 2, *fds}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _next_request(fd: int, parent: int) -> bytes | None:

@@ -377,3 +377,14 @@ def test_a_celery_pool_processs_decoder_ends_with_it():
     assert first == again == imaging.hash_bytes(data).hex
     assert pids and pids == same  # one decoder for both tasks of the pool process
     assert all(_gone(pid) for pid in pids), pids
+
+
+def _open_fds() -> list[int]:
+    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+
+
+def test_a_decoder_keeps_none_of_its_parents_descriptors(fresh, tmp_path):
+    with open(tmp_path / "held", "w") as held:
+        fds = sandbox.run(_open_fds)
+        assert held.fileno() not in fds
+    assert len([fd for fd in fds if fd > 2]) <= 3, fds  # its two pipes (+ the listing's own)
