@@ -24,11 +24,14 @@ crawled:
   blocks per call, blocks per 1,000 files;
 
 plus API requests per 1,000 articles, peak RSS (VmHWM) of the producer and the workers,
-table and index sizes, and whether the ledger equals the generator's truth (streamed page by
-page, never a set of every title). Exits 1 when it does not.
+table and index sizes, and whether the ledger equals the generator's truth (digests per chunk
+of pages, in SQL against generated, never a set of every title; scale_ledger.py). Exits 1 when
+it does not. The preload and the truth check generate in `--processes` forked processes.
+`--check URL` crawls nothing: it compares the ledger at URL with the truth of --articles.
 
 Usage: python ops/bench/scale.py --articles 100000 [--window 2000] [--json]
        [--fetch-workers 2] [--hash-workers 1] [--file-servers 2] [--one-worker] [--in-process]
+       [--processes 2] [--check URL]
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from common import (
     Proc,
     children,
     machine_line,
+    peak_rss_kb,
     redis_server,
     scratch_database,
 )
@@ -98,6 +102,8 @@ class CpuMeter:
     def __init__(self, url: str | None) -> None:
         self.roots: dict[int, str] = {}  # pid -> kind
         self.ticks: dict[int, tuple[str, tuple[int, int]]] = {}  # pid -> (kind, last ticks)
+        self.forks_alive: dict[int, tuple[str, int, int]] = {}  # child: kind, ticks, parent
+        self.fork_peak_kb: dict[str, int] = {}  # kind -> peak VmHWM of a pool's child
         self.url = url
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -134,13 +140,29 @@ class CpuMeter:
             roots = dict(self.roots)
         found = [(pid, kind) for pid, kind in roots.items()]
         found += [(pid, "redis") for pid in children(os.getpid()) if _comm(pid) == "redis-server"]
-        found += [(child, kind) for pid, kind in roots.items() for child in children(pid)]
-        found += self._backends()
+        pool = [(child, kind) for pid, kind in roots.items() for child in children(pid)]
+        found += pool + self._backends()
+        # The pool processes' own children: a fork per decode (main's sandbox), or long-lived
+        # decoder processes, which no one waits for before the last sample.
+        forks = {child: (kind, pid) for pid, kind in pool for child in children(pid)}
+        sampled = set()
         for pid, kind in found:
             ticks = _cpu_ticks(pid)
             if ticks is not None:
+                sampled.add(pid)
                 with self._lock:
                     self.ticks[pid] = (kind, ticks)
+        with self._lock:  # a parent gone since keeps its children's last sample
+            alive = {pid: row for pid, row in self.forks_alive.items() if row[2] not in sampled}
+        for pid, (kind, parent) in forks.items():
+            ticks = _cpu_ticks(pid)
+            if ticks is not None and parent in sampled:
+                alive[pid] = (kind, sum(ticks), parent)
+                kb = peak_rss_kb(pid)
+                with self._lock:
+                    self.fork_peak_kb[kind] = max(kb, self.fork_peak_kb.get(kind, 0))
+        with self._lock:
+            self.forks_alive = alive
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
@@ -161,6 +183,10 @@ class CpuMeter:
                 out[kind] += own / hz
                 if waited:
                     out[f"{kind} (its forked children)"] += waited / hz
+            # Children alive at the last sample are in no one's waited-for time yet; those
+            # gone by then are (their parents reaped them), so each is counted once.
+            for kind, ticks, _ in self.forks_alive.values():
+                out[f"{kind} (its forked children)"] += ticks / hz
         return dict(out)
 
 
@@ -468,6 +494,8 @@ def run(args) -> dict:
                         **({"preload": pre["peak_rss_mb"]["parent"],
                             "preload_generator": pre["peak_rss_mb"]["generators"]}
                            if pre else {}),
+                        **{f"{kind}_forked_child": round(kb / 1024, 1)
+                           for kind, kb in sorted(meter.fork_peak_kb.items())},
                         "truth_check": truth["peak_rss_mb"]["parent"],
                         "truth_generator": truth["peak_rss_mb"]["generators"]},
         "truth_check_s": truth["seconds"],
