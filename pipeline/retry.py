@@ -77,17 +77,20 @@ def look_up_failed(conn: Connection, file_info: Callable[[list[str]], Sequence[F
                    batch: int = LOOKUP_BATCH) -> LookedUp:
     """Ask the wiki again (`file_info`) about the files still failed, those that failed before
     the wiki told us where their bytes are (an API error): `batch` at a time, each batch
-    applied (ledger.refresh_files) and committed before the next is read. Run after
-    `reset_failed`, so every file still failed is one of them."""
+    applied (ledger.refresh_files) and committed before the next is read; no transaction is
+    open while the wiki answers. Run after `reset_failed`, so every file still failed is one
+    of them."""
     looked = LookedUp()
     last = 0
     while True:
         with transaction(conn):
             rows = failed_after(conn, last, limit=batch)
-            if not rows:
-                return looked
-            last = rows[-1][0]
-            ledger.refresh_files(conn, file_info([title for _, title in rows]))
+        if not rows:
+            return looked
+        last = rows[-1][0]
+        infos = file_info([title for _, title in rows])
+        with transaction(conn):
+            ledger.refresh_files(conn, infos)
             pending, failed = _states(conn, [file_id for file_id, _ in rows])
         looked = LookedUp(looked.titles + len(rows), looked.pending + pending,
                           looked.failed + failed)
