@@ -228,10 +228,11 @@ mihCostEstimate(PlannerInfo *root, IndexPath *path, double loop_count,
  * a binary search over the row's keys and a comparePartial call per pair),
  * and this class's scan has one entry per bucket: 4 at radius 3 but 188 at
  * radius 8, wikihash search's default.  With the 256 kB pending list of
- * versions 1.1-1.2 (about 2,500 rows, which a crawl's writes keep there) a
- * radius-8 probe of 7.1M hashes took 111-155 ms instead of 7-22 ms
- * (docs/bktree-benchmarks.md, run 7); an update costs one entry-tree insert
- * per key instead (about 0.3 ms more per row on that index).
+ * versions 1.1-1.2 (up to ~2,000-2,500 rows, which a crawl's writes keep
+ * refilling) a radius-8 probe of 7.1M hashes took 18-60 ms with 2,000 rows
+ * pending instead of 2.4-3.8 ms (docs/bktree-benchmarks.md, run 7).  An
+ * insert then costs one entry-tree insert per key (2x GIN's CPU per row
+ * in a bulk COPY, run 5c; no difference measured for a crawl's updates).
  *
  * An index that sets fastupdate or gin_pending_list_limit keeps GIN's
  * behaviour, with a 256 kB list when only fastupdate = on is given
