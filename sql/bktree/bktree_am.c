@@ -231,8 +231,9 @@ mihCostEstimate(PlannerInfo *root, IndexPath *path, double loop_count,
  * versions 1.1-1.2 (up to ~2,000-2,500 rows, which a crawl's writes keep
  * refilling) a radius-8 probe of 7.1M hashes took 18-60 ms with 2,000 rows
  * pending instead of 2.4-3.8 ms (docs/bktree-benchmarks.md, run 7).  An
- * insert then costs one entry-tree insert per key (2x GIN's CPU per row
- * in a bulk COPY, run 5c; no difference measured for a crawl's updates).
+ * insert then costs one entry-tree insert per key: 2x GIN's CPU per row
+ * COPYed into a one-column table (run 5c), no measurable difference on the
+ * 7.5M-row files table with its other indexes (run 7).
  *
  * An index that sets fastupdate or gin_pending_list_limit keeps GIN's
  * behaviour, with a 256 kB list when only fastupdate = on is given
