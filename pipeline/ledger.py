@@ -126,7 +126,8 @@ def refresh_files(conn: Connection, infos: Sequence[FileInfo]) -> list[str]:
 
     A file changes when its content (SHA-1) or its availability (missing, unsupported...)
     does: it loses its hash, so it stops matching searches, and is pending again if it can be
-    hashed. A file whose content is unchanged keeps its hash.
+    hashed; so is a file that failed for want of a URL once the wiki gives one. A file whose
+    content is unchanged keeps its hash.
     """
     if not infos:
         return []
@@ -141,7 +142,9 @@ def refresh_files(conn: Connection, infos: Sequence[FileInfo]) -> list[str]:
             f" FROM (VALUES %s) AS i ({_FILE_COLUMNS})"
             " WHERE f.title = i.title AND (f.sha1 IS DISTINCT FROM i.sha1"
             "   OR (i.state IN ('missing', 'unsupported') AND f.state <> i.state)"
-            "   OR (i.state = 'pending' AND f.state IN ('missing', 'unsupported')))"
+            "   OR (i.state = 'pending' AND f.state IN ('missing', 'unsupported'))"
+            # Failed for want of a URL (imageinfo without one): fetchable now that it has one.
+            "   OR (i.state = 'pending' AND f.state = 'failed' AND f.url IS NULL))"
             " RETURNING f.title",
             _file_rows(infos), page_size=1000, fetch=True,
         )
