@@ -46,8 +46,8 @@ PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
 COPY_CHUNK = 1 << 20  # bytes per progress step while streaming COPY
 # The end of hashes.sql: multi-index hashing, as the ledger's view. The tutorial's SP-GiST
 # BK-tree opens a share of its tree that grows with the rows (one per usage), not the distinct
-# hashes: at 30M rows r3 113 ms and r6 2.5 s against 0.5 and 1.7 ms here, with builds of 766
-# and 720 s in the same run (docs/bktree-benchmarks.md, run 7). bktree_mih needs bktree 1.1.
+# hashes: at 30M rows r3 24 ms and r6 481 ms against 0.27 and 0.88 ms here; the build costs
+# 143 s of CPU against 125 s (docs/bktree-benchmarks.md, run 7). bktree_mih needs bktree 1.1.
 INDEX_SQL = (b"CREATE INDEX hashes_hash_idx ON hashes USING bktree_mih (hash);\n"
              b"ANALYZE hashes;\n")
 
