@@ -1,6 +1,6 @@
 -- Equal keys, as in the table hashes.sql restores: one row per (article, file) usage, so an
 -- icon's hash repeats thousands of times, each file's a few times, and near-copies cluster a
--- bit apart; the rows come in hash order (docs/bktree-benchmarks.md, run 7).  A leaf page of
+-- bit apart; the rows come in hash order (docs/bktree-benchmarks.md, run 8).  A leaf page of
 -- one hash makes picksplit put every tuple at distance 0: an allTheSame inner tuple, which
 -- choose must split when a hash at another distance arrives after the build.
 CREATE TABLE dup (id serial, hash int8);
