@@ -189,7 +189,10 @@ class CpuMeter:
                 own0, waited0 = self.baseline.get(pid, (0, 0))
                 own, waited = own - own0, waited - waited0
                 out[kind] += own / hz
-                if waited:
+                # A root's waited-for children are its pool processes, sampled on their own:
+                # once a worker reaps its pool (it stops after the last sample of the crawl,
+                # while the meter still runs), their time and their forks' would count twice.
+                if waited and pid not in self.roots:
                     out[f"{kind} (its forked children)"] += waited / hz
             # Children alive at the last sample are in no one's waited-for time yet; those
             # gone by then are (their parents reaped them), so each is counted once.
