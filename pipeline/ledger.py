@@ -307,29 +307,36 @@ _PENDING_COLUMNS = "f.file_id, f.sha1, f.title, f.url, f.thumb_url"
 CLAIM_SQL = (
     # Where the last claim stopped (migrations/013); 0 when the row is missing.
     "WITH position AS (SELECT coalesce((SELECT after_file_id FROM claim_position), 0) AS after),"
-    # The slice: the next `scan` pending files after the position, wrapping round to the first.
+    # Contents overdue wherever they are, oldest first, each with its pending files: a probe
+    # of files_sha1_idx each (OFFSET 0 keeps it a nested loop, never a hash of every pending
+    # file); a mark whose content has no pending file left (it changed, or was settled
+    # otherwise) goes.
+    " overdue AS (SELECT s.sha1, s.sends FROM file_sends s"
+    "  WHERE s.sent_at < now() - %(stale)s * interval '1 s'"
+    "  ORDER BY s.sent_at LIMIT %(limit)s),"
+    " overdue_files AS (SELECT o.sha1 AS due, o.sends, f.* FROM overdue o"
+    "  LEFT JOIN LATERAL (SELECT f.file_id, f.sha1, f.title, f.url, f.thumb_url FROM files f"
+    "    WHERE f.sha1 = o.sha1 AND f.state = 'pending' OFFSET 0) f ON true),"
+    " resent AS (SELECT 0 AS lap, file_id, sha1, title, url, thumb_url, sends"
+    "  FROM overdue_files WHERE file_id IS NOT NULL),"
+    " orphaned AS (DELETE FROM file_sends s USING overdue_files o"
+    "  WHERE s.sha1 = o.due AND o.file_id IS NULL),"
+    # The slice: the next pending files after the position, wrapping round to the first; as
+    # many as the overdue leave room for, and a few more for copies of one content.
     f" ahead AS (SELECT 1 AS lap, {_PENDING_COLUMNS} FROM files f"
     "  WHERE f.state = 'pending' AND f.file_id > (SELECT after FROM position)"
-    "  ORDER BY f.file_id LIMIT %(scan)s),"
+    "  ORDER BY f.file_id LIMIT greatest(%(scan)s - (SELECT count(*) FROM overdue), 0)),"
     f" behind AS (SELECT 2 AS lap, {_PENDING_COLUMNS} FROM files f"
     "  WHERE f.state = 'pending' AND f.file_id <= (SELECT after FROM position)"
-    "  ORDER BY f.file_id LIMIT %(scan)s - (SELECT count(*) FROM ahead)),"
+    "  ORDER BY f.file_id"
+    "  LIMIT greatest(%(scan)s - (SELECT count(*) FROM overdue) - (SELECT count(*) FROM ahead),"
+    "    0)),"
     " slice AS (SELECT * FROM ahead UNION ALL SELECT * FROM behind),"
     # Those of the slice not in flight: never sent, or sent over `stale` seconds ago.
     " swept AS (SELECT c.*, coalesce(s.sends, 0) AS sends FROM slice c"
     "  LEFT JOIN LATERAL (SELECT s.sends, s.sent_at FROM file_sends s"
     "    WHERE s.sha1 = c.sha1 OFFSET 0) s ON true"
     "  WHERE s.sent_at IS NULL OR s.sent_at < now() - %(stale)s * interval '1 s'),"
-    # Contents overdue wherever they are, oldest first, each with one of its pending files;
-    # a row whose content has no pending file left (settled or changed otherwise) goes.
-    " overdue AS (SELECT s.sha1, s.sends FROM file_sends s"
-    "  WHERE s.sent_at < now() - %(stale)s * interval '1 s'"
-    "  ORDER BY s.sent_at LIMIT %(limit)s),"
-    f" resent AS (SELECT 0 AS lap, {_PENDING_COLUMNS}, o.sends FROM overdue o"
-    "  CROSS JOIN LATERAL (SELECT * FROM files f WHERE f.sha1 = o.sha1"
-    "    AND f.state = 'pending' ORDER BY f.file_id LIMIT 1) f),"
-    " orphaned AS (DELETE FROM file_sends s USING overdue o WHERE s.sha1 = o.sha1"
-    "  AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha1 = o.sha1 AND f.state = 'pending')),"
     # One file per content, the overdue first, then in the slice's order.
     " picked AS (SELECT * FROM (SELECT DISTINCT ON (sha1) * FROM"
     "    (SELECT * FROM resent UNION ALL SELECT * FROM swept) pool"

@@ -32,7 +32,7 @@ where main had another way:
   order, one SP-GiST index), built from the same rows in the restored database.
 
 Usage: python ops/bench/ledger.py [--usages 30000000] [--tiny] [--keep] [--json]
-       [--skip-export] [--claims-only] [--database-url URL]
+       [--skip-export] [--parts claims,queries,export] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -305,13 +305,14 @@ def _files_rows_read(cur) -> int:
 
 
 def claim_series(conn, sql: str, params: dict, *, setup: str | None = None,
-                 explain: bool = False) -> dict:
+                 explain: bool = False, fresh=lambda: None) -> dict:
     """SUCCESSIVE claims in one transaction, then rolled back: each skips what the earlier ones
     left in flight, as a crawl's dispatches do. Per claim: its ms (the counts before it: a
     reconciling pass), the files rows it read, and with `explain` the pages EXPLAIN (ANALYZE,
     BUFFERS) reports, from the same series run again under EXPLAIN. `setup` runs first, in the
-    transaction (contents put in flight)."""
+    transaction (contents put in flight); `fresh()` before each of the two series."""
     out: dict = {"claims_ms": [], "passes_ms": [], "rows": [], "files_rows_read": []}
+    fresh()
     try:
         with conn.cursor() as cur:
             if setup:
@@ -330,6 +331,7 @@ def claim_series(conn, sql: str, params: dict, *, setup: str | None = None,
     finally:
         conn.rollback()
     if explain:
+        fresh()
         try:
             with conn.cursor() as cur:
                 if setup:
@@ -356,16 +358,36 @@ WRAPPED_SETUP = (
 OVERDUE_SETUP = WRAPPED_SETUP.replace("interval '1 minute'", "interval '1 hour'")
 
 
-def claims(url: str) -> dict:
-    """main's claim and this branch's on the same ledger, alternating, at each size; the
-    ledger migrated first when older than this branch (the migration timed)."""
+def migrate(url: str) -> dict:
+    """The ledger brought to this branch's schema (a kept one may be older); timed."""
     from pipeline import storage
 
-    out: dict = {"by_size": {}}
     began = time.perf_counter()
-    out["migrated"] = [m.name for m in storage.migrate(url)]
-    out["migrate_s"] = time.perf_counter() - began
+    names = [m.name for m in storage.migrate(url)]
+    return {"migrated": names, "migrate_s": time.perf_counter() - began}
+
+
+def vacuum_file_sends(url: str) -> None:
+    """Each rolled-back series leaves its marks in file_sends as dead rows (10,000 a series of
+    2,000) that the next series' probes would wade through; autovacuum clears a small busy
+    table as fast in a crawl, so every series starts from a vacuumed one."""
     conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("VACUUM (ANALYZE) file_sends")
+    finally:
+        conn.close()
+
+
+def claims(url: str) -> dict:
+    """main's claim and this branch's on the same ledger, alternating, at each size."""
+    out: dict = {"by_size": {}}
+    conn = psycopg2.connect(url)
+
+    def series(sql: str, params: dict, **kwargs) -> dict:
+        return claim_series(conn, sql, params, fresh=lambda: vacuum_file_sends(url), **kwargs)
+
     try:
         for limit in CLAIM_SIZES:
             runs: dict[str, list[dict]] = {"main": [], "branch": []}
@@ -374,15 +396,15 @@ def claims(url: str) -> dict:
                         ("main", BASELINE_CLAIM, baseline_parameters(limit)),
                         ("branch", ledger.CLAIM_SQL,
                          ledger.claim_parameters(limit=limit, stale_after=900))):
-                    runs[who].append(claim_series(conn, sql, params, explain=not runs[who]))
+                    runs[who].append(series(sql, params, explain=not runs[who]))
             out["by_size"][limit] = {who: _summary(r) for who, r in runs.items()}
         for case, setup in (("wrapped", WRAPPED_SETUP), ("overdue", OVERDUE_SETUP)):
             sql_setup = setup.format(n=IN_FLIGHT)
             out[case] = {
-                "main": _summary([claim_series(conn, BASELINE_CLAIM, baseline_parameters(CLAIM),
-                                               setup=sql_setup, explain=True)]),
-                "branch": _summary([claim_series(
-                    conn, ledger.CLAIM_SQL, ledger.claim_parameters(limit=CLAIM, stale_after=900),
+                "main": _summary([series(BASELINE_CLAIM, baseline_parameters(CLAIM),
+                                         setup=sql_setup, explain=True)]),
+                "branch": _summary([series(
+                    ledger.CLAIM_SQL, ledger.claim_parameters(limit=CLAIM, stale_after=900),
                     setup=sql_setup, explain=True)])}
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM files WHERE state = 'pending'")
@@ -593,8 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-main-layout", action="store_true",
                         help="after the restore, do not also build main's layout of the"
                         " restored rows (id order; 10 min at 30M) to query beside it")
-    parser.add_argument("--claims-only", action="store_true",
-                        help="measure the claims (main's and this branch's) and nothing else")
+    parser.add_argument("--parts", default="claims,queries,export",
+                        help="comma-separated: claims (main's and this branch's), queries"
+                        " (view, search, status, re-crawl planning), export (and restore)")
     parser.add_argument("--restored-layouts", action="store_true",
                         help="also build the restored table in main's row order and this"
                         " branch's in the ledger's database and query both (no export)")
@@ -602,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tiny:
         args.usages, args.queries, args.repeat = 40_000, 10, 2
+    parts = set(args.parts.split(","))
+    if args.skip_export:
+        parts.discard("export")
     began = time.perf_counter()
     with ledger_database(args) as (url, loaded):
         result: dict = {"machine": machine_line(), "server": server_line(url), "url": url,
@@ -612,34 +638,35 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({name: value, "loadavg": os.getloadavg()}, default=float),
                   file=sys.stderr, flush=True)
 
-        step("claims", claims(url))  # first: it migrates an older ledger
-        if args.claims_only:
-            args.skip_export, args.restored_layouts = True, False
+        step("migrate", migrate(url))
+        if "claims" in parts:
+            step("claims", claims(url))
         conn = psycopg2.connect(url)
         with conn.cursor() as cur:
             points = sample_hashes(cur, args.queries)
         conn.close()
-        if not args.claims_only:
+        if "queries" in parts:
             step("view", tutorial_query(url, "hashes", points))
             step("search", search_ms(url, args.repeat))
             step("producer", producer_queries(url, args.repeat))
             step("status_cli_s", status_cli_s(url))
         if args.restored_layouts:
             step("restored_layouts", restored_layouts(url, points))
-        if not args.skip_export:
+        if "export" in parts:
             step("export", export_restore(url, args.dsn, points,
                                           main_layout=not args.no_main_layout))
     result["total_s"] = time.perf_counter() - began
     if args.json:
         print(json.dumps(result, default=float))
         return 0
-    c = result["claims"]
     print(f"# ledger: {url}; {result['machine']}; {result['server']}")
     print(json.dumps(result["load"]))
-    if c["migrated"]:
-        print(f"migrations {', '.join(c['migrated'])} applied in {c['migrate_s']:.1f} s")
-    print(claims_table(c))
-    if args.claims_only:
+    m = result["migrate"]
+    if m["migrated"]:
+        print(f"migrations {', '.join(m['migrated'])} applied in {m['migrate_s']:.1f} s")
+    if "claims" in result:
+        print(claims_table(result["claims"]))
+    if "queries" not in parts:
         return 0
     p, v, s = result["producer"], result["view"], result["search"]
     rows = [("status (ms)", p["status_baseline_ms"], p["status_ms"]),
