@@ -367,6 +367,10 @@ def migrate(url: str) -> dict:
     return {"migrated": names, "migrate_s": time.perf_counter() - began}
 
 
+# Each claim's transaction settings: as ledger.claim_jobs runs (jit off), main's as it ran.
+SETTINGS = {"main": None, "branch": ledger.CLAIM_SETTINGS}
+
+
 def vacuum_file_sends(url: str) -> None:
     """Each rolled-back series leaves its marks in file_sends as dead rows (10,000 a series of
     2,000) that the next series' probes would wade through; autovacuum clears a small busy
@@ -396,7 +400,8 @@ def claims(url: str) -> dict:
                         ("main", BASELINE_CLAIM, baseline_parameters(limit)),
                         ("branch", ledger.CLAIM_SQL,
                          ledger.claim_parameters(limit=limit, stale_after=900))):
-                    runs[who].append(series(sql, params, explain=not runs[who]))
+                    runs[who].append(series(sql, params, explain=not runs[who],
+                                            setup=SETTINGS[who]))
             out["by_size"][limit] = {who: _summary(r) for who, r in runs.items()}
         for case, setup in (("wrapped", WRAPPED_SETUP), ("overdue", OVERDUE_SETUP)):
             sql_setup = setup.format(n=IN_FLIGHT)
@@ -405,7 +410,7 @@ def claims(url: str) -> dict:
                                          setup=sql_setup, explain=True)]),
                 "branch": _summary([series(
                     ledger.CLAIM_SQL, ledger.claim_parameters(limit=CLAIM, stale_after=900),
-                    setup=sql_setup, explain=True)])}
+                    setup=f"{ledger.CLAIM_SETTINGS}; {sql_setup}", explain=True)])}
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM files WHERE state = 'pending'")
             out["pending"] = cur.fetchone()[0]
