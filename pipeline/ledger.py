@@ -307,16 +307,19 @@ _PENDING_COLUMNS = "f.file_id, f.sha1, f.title, f.url, f.thumb_url"
 CLAIM_SQL = (
     # Where the last claim stopped (migrations/013); 0 when the row is missing.
     "WITH position AS (SELECT coalesce((SELECT after_file_id FROM claim_position), 0) AS after),"
-    # Contents overdue wherever they are, oldest first, each with its pending files: a probe
-    # of files_sha1_idx each (OFFSET 0 keeps it a nested loop, never a hash of every pending
-    # file); a mark whose content has no pending file left (it changed, or was settled
+    # Contents overdue wherever they are, oldest first, each with one pending file: the one
+    # the last send was for when it still is (a probe of files_pending_file_idx), else any
+    # with that SHA-1 (files_sha1_idx); a nested loop of probes, never a hash of every pending
+    # file. A mark whose content has no pending file left (it changed, or was settled
     # otherwise) goes.
-    " overdue AS (SELECT s.sha1, s.sends FROM file_sends s"
+    " overdue AS (SELECT s.sha1, s.sends, s.file_id FROM file_sends s"
     "  WHERE s.sent_at < now() - %(stale)s * interval '1 s'"
     "  ORDER BY s.sent_at LIMIT %(limit)s),"
     " overdue_files AS (SELECT o.sha1 AS due, o.sends, f.* FROM overdue o"
-    "  LEFT JOIN LATERAL (SELECT f.file_id, f.sha1, f.title, f.url, f.thumb_url FROM files f"
-    "    WHERE f.sha1 = o.sha1 AND f.state = 'pending' OFFSET 0) f ON true),"
+    f"  LEFT JOIN LATERAL ((SELECT {_PENDING_COLUMNS} FROM files f WHERE f.file_id = o.file_id"
+    "      AND f.state = 'pending' AND f.sha1 = o.sha1)"
+    f"    UNION ALL (SELECT {_PENDING_COLUMNS} FROM files f"
+    "      WHERE f.sha1 = o.sha1 AND f.state = 'pending') LIMIT 1) f ON true),"
     " resent AS (SELECT 0 AS lap, file_id, sha1, title, url, thumb_url, sends"
     "  FROM overdue_files WHERE file_id IS NOT NULL),"
     " orphaned AS (DELETE FROM file_sends s USING overdue_files o"
@@ -349,11 +352,11 @@ CLAIM_SQL = (
     "    THEN (SELECT file_id FROM slice ORDER BY lap DESC, file_id DESC LIMIT 1)"
     "    ELSE (SELECT file_id FROM picked WHERE lap > 0"
     "          ORDER BY lap DESC, file_id DESC LIMIT 1) END, after_file_id)),"
-    " marked AS (INSERT INTO file_sends (sha1, sent_at, sends)"
-    "  SELECT sha1, now(), sends + 1 FROM picked"
+    " marked AS (INSERT INTO file_sends (sha1, sent_at, sends, file_id)"
+    "  SELECT sha1, now(), sends + 1, file_id FROM picked"
     "  WHERE sends < %(max)s AND sha1 IS NOT NULL"
     "  ON CONFLICT (sha1) DO UPDATE"
-    "  SET sent_at = EXCLUDED.sent_at, sends = EXCLUDED.sends),"
+    "  SET sent_at = EXCLUDED.sent_at, sends = EXCLUDED.sends, file_id = EXCLUDED.file_id),"
     " given_up AS (UPDATE files f SET state = 'failed', updated_at = now(),"
     "    reason = 'sent to the workers ' || p.sends || ' times without a result'"
     "  FROM picked p WHERE f.sha1 = p.sha1 AND f.state = 'pending'"

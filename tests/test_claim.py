@@ -153,6 +153,27 @@ def test_a_sent_mark_whose_content_is_no_longer_pending_goes_when_overdue(conn):
         ("new0", 2), ("s2", 2)]
 
 
+def test_an_overdue_content_is_sent_again_through_another_of_its_files(conn):
+    """The mark remembers the file it was sent for; when that one is no longer pending (the
+    wiki deleted it), the content is sent again through another pending file with it."""
+    with conn:
+        ledger.insert_files(conn, [
+            FileInfo(title, "pending", sha1="same", url=f"http://127.0.0.1/{title}",
+                     media_type="BITMAP") for title in ("A.jpg", "A copy.jpg")])
+    assert claim(conn, 10) == ["same"]
+    assert sql_rows_conn(conn, "SELECT f.title FROM file_sends s JOIN files f"
+                               " USING (file_id)") == [("A.jpg",)]
+    with conn:
+        ledger.refresh_files(conn, [FileInfo("A.jpg", "missing")])
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE file_sends SET sent_at = now() - interval '1 hour'")
+    with conn:
+        jobs = ledger.claim_jobs(conn, limit=10, stale_after=600)
+    assert [(j.title, j.sha1) for j in jobs] == [("A copy.jpg", "same")]
+    assert sql_rows_conn(conn, "SELECT s.sends, f.title FROM file_sends s JOIN files f"
+                               " USING (file_id)") == [(2, "A copy.jpg")]
+
+
 def sql_rows_conn(conn, query: str, args: tuple | None = None) -> list[tuple]:
     with conn, conn.cursor() as cur:
         cur.execute(query, args)

@@ -349,9 +349,10 @@ def claim_series(conn, sql: str, params: dict, *, setup: str | None = None,
 # ones in file_id order, sent a minute ago), the position at the end (a sweep that has just
 # wrapped round: the worst case of the branch's claim, which reads them once).
 WRAPPED_SETUP = (
-    "INSERT INTO file_sends (sha1, sent_at, sends) SELECT DISTINCT ON (sha1) sha1,"
-    " now() - interval '1 minute', 1 FROM (SELECT sha1 FROM files WHERE state = 'pending'"
-    " AND sha1 IS NOT NULL ORDER BY file_id LIMIT {n}) f ON CONFLICT DO NOTHING;"
+    "INSERT INTO file_sends (sha1, sent_at, sends, file_id) SELECT DISTINCT ON (sha1) sha1,"
+    " now() - interval '1 minute', 1, file_id FROM (SELECT sha1, file_id FROM files"
+    " WHERE state = 'pending' AND sha1 IS NOT NULL ORDER BY file_id LIMIT {n}) f"
+    " ORDER BY sha1, file_id ON CONFLICT DO NOTHING;"
     " UPDATE claim_position SET after_file_id = (SELECT max(file_id) FROM files)")
 # The overdue case: the same contents sent an hour ago and lost (Redis restarted): each claim
 # sends again what it can of them, the oldest first.

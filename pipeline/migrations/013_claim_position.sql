@@ -27,8 +27,12 @@ CREATE TABLE claim_position (
 );
 INSERT INTO claim_position (after_file_id) VALUES (0);
 
--- The overdue contents, oldest first; file_sends holds only what is in flight.
+-- The overdue contents, oldest first; file_sends holds only what is in flight. `file_id` is
+-- the file the last send was for: the claim finds an overdue content's pending file by it (in
+-- the small files_pending_file_idx) rather than by a probe of the large files_sha1_idx; NULL
+-- for marks made before this migration, found by SHA-1.
 CREATE INDEX file_sends_sent_at_idx ON file_sends (sent_at);
+ALTER TABLE file_sends ADD COLUMN file_id bigint;
 
 CREATE FUNCTION claim_rewind() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
