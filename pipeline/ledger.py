@@ -394,10 +394,11 @@ def claim_jobs(conn: Connection, *, limit: int, stale_after: float,
     # most 1.05 limit + 10 entries of files_pending_file_idx (migrations/005) in file_id order,
     # from where the last claim stopped (claim_position, migrations/013), each probed once in
     # file_sends by its key (a LATERAL subquery that OFFSET 0 keeps a nested loop); plus the
-    # overdue contents, from file_sends_sent_at_idx. So the contents in flight are read once
-    # per sweep of the pending files, not once per claim; a file made pending behind the
-    # position moves it back (013's trigger), and a lost job is found by its age. Marking
-    # writes only the narrow file_sends, never the wide `files` row with its seven indexes.
+    # overdue contents, from file_sends_sent_at_idx, each through the file it was last sent
+    # for. So the contents in flight are read once per sweep of the pending files, not once
+    # per claim; a file made pending behind the position moves it back (013's trigger), and a
+    # lost job is found by its age. Marking writes only the narrow file_sends, never the wide
+    # `files` row with its seven indexes. JIT off: see CLAIM_SETTINGS.
     with conn.cursor() as cur:
         cur.execute(CLAIM_SETTINGS)
         cur.execute(CLAIM_SQL, claim_parameters(limit=limit, stale_after=stale_after,
