@@ -672,33 +672,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"migrations {', '.join(m['migrated'])} applied in {m['migrate_s']:.1f} s")
     if "claims" in result:
         print(claims_table(result["claims"]))
-    if "queries" not in parts:
-        return 0
-    p, v, s = result["producer"], result["view"], result["search"]
-    rows = [("status (ms)", p["status_baseline_ms"], p["status_ms"]),
-            ("re-crawl files pass: all titles vs one page of 500 (ms)",
-             p["recrawl_files_pass_baseline_ms"], p["recrawl_files_page_ms"])]
-    if "restored_main_layout" in result.get("export", {}):
-        e = result["export"]
-        rows += [("restored hashes.sql, r3 (ms): main's layout vs this",
-                  e["restored_main_layout"]["r3_ms"], e["restored"]["r3_ms"]),
-                 ("restored hashes.sql, r6 (ms)", e["restored_main_layout"]["r6_ms"],
-                  e["restored"]["r6_ms"])]
-    print(side_by_side(rows, headers=("figure", "main", "this branch")))
-    print(f"re-crawl revisions batch {p['recrawl_revisions_batch_ms']:.1f} ms; walk batch ledger"
-          f" writes {p['walk_batch_ledger_ms']:.1f} ms; wikihash status"
-          f" {result['status_cli_s']:.2f} s")
-    print(f"hashes view r3 {v['r3_ms']:.1f} ms ({v['r3_rows']:.0f} rows), r6 {v['r6_ms']:.1f} ms"
-          f" ({v['r6_rows']:.0f} rows); search {s['search_ms']:.1f} ms over {s['variants']}"
-          f" variants, inserted file found: {s['found']}")
+    if "queries" in parts:
+        print(queries_report(result))
     if "export" in result:
         e = result["export"]
+        if "restored_main_layout" in e:
+            print(side_by_side([("restored hashes.sql, r3 (ms): main's layout vs this",
+                                 e["restored_main_layout"]["r3_ms"], e["restored"]["r3_ms"]),
+                                ("restored hashes.sql, r6 (ms)",
+                                 e["restored_main_layout"]["r6_ms"], e["restored"]["r6_ms"])],
+                               headers=("figure", "main", "this branch")))
         print(f"restored hashes.sql: r3 {e['restored']['r3_ms']:.1f} ms, r6"
               f" {e['restored']['r6_ms']:.1f} ms")
         print(f"export {e['export_s']:.1f} s, hashes.sql {e['hashes_sql_gb']:.3f} GB"
               f" ({e['restored_rows']:,} rows, bytes per row {e['bytes_per_row']}), restore"
               f" {e['restore_s']:.1f} s")
     return 0
+
+
+def queries_report(result: dict) -> str:
+    p, v, s = result["producer"], result["view"], result["search"]
+    rows = [("status (ms)", p["status_baseline_ms"], p["status_ms"]),
+            ("re-crawl files pass: all titles vs one page of 500 (ms)",
+             p["recrawl_files_pass_baseline_ms"], p["recrawl_files_page_ms"])]
+    return "\n".join([
+        side_by_side(rows, headers=("figure", "main", "this branch")),
+        f"re-crawl revisions batch {p['recrawl_revisions_batch_ms']:.1f} ms; walk batch ledger"
+        f" writes {p['walk_batch_ledger_ms']:.1f} ms; wikihash status"
+        f" {result['status_cli_s']:.2f} s",
+        f"hashes view r3 {v['r3_ms']:.1f} ms ({v['r3_rows']:.0f} rows), r6 {v['r6_ms']:.1f} ms"
+        f" ({v['r6_rows']:.0f} rows); search {s['search_ms']:.1f} ms over {s['variants']}"
+        f" variants, inserted file found: {s['found']}"])
 
 
 def claims_table(c: dict) -> str:
