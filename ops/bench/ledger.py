@@ -142,7 +142,8 @@ LATERAL (SELECT CASE WHEN i > %(files)s - 100 THEN 'Flag of ' || i || '.svg'
                      ELSE 'Photo ' || i || '.jpg' END AS title,
                 CASE WHEN i <= %(files)s - 100 AND i %% 100 = 98 THEN NULL  -- missing
                      ELSE md5((CASE WHEN i %% 33 = 0 THEN i - 1 ELSE i END)::text)
-                          || left(md5(i::text || 'x'), 8) END AS sha1,
+                          || left(md5((CASE WHEN i %% 33 = 0 THEN i - 1 ELSE i END)::text
+                                      || 'x'), 8) END AS sha1,
                 CASE WHEN i > %(files)s - 100 THEN 'hashed'
                      WHEN i %% 100 = 97 THEN 'failed' WHEN i %% 100 = 98 THEN 'missing'
                      WHEN i %% 100 = 99 THEN 'unsupported'
