@@ -624,20 +624,20 @@ def retry_command(ctx: click.Context, database_url: str | None, failed: bool, wa
     Example:
         wikihash retry --failed --workers 2
     """
-    from pipeline import ledger, ownworkers, retry
+    from pipeline import ownworkers, retry, storage
     from pipeline.runtime import build_producer
 
     settings = _settings(ctx)
     producer = build_producer(settings, _database_url(ctx, database_url, prepared=True))
     ctx.with_resource(ownworkers.running(workers if wait else 0))
     try:
-        with producer.conn:
-            reset, unresolved = retry.reset_failed(producer.conn)
-            infos = producer.wiki.file_info(unresolved, settings.thumb_width) \
-                if unresolved else []
-            ledger.refresh_files(producer.conn, infos)
-        click.echo(f"{reset + len(unresolved)} failed files to try again "
-                   f"({len(unresolved)} looked up on the wiki again)")
+        with storage.transaction(producer.conn):
+            reset = retry.reset_failed(producer.conn)
+        looked = retry.look_up_failed(
+            producer.conn, lambda titles: producer.wiki.file_info(titles, settings.thumb_width))
+        still = f", {looked.failed} of them still failed" if looked.failed else ""
+        click.echo(f"{reset + looked.pending} failed files to try again "
+                   f"({looked.titles} looked up on the wiki again{still})")
         producer.dispatch()
         if wait:
             _drain(producer)

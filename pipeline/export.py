@@ -10,7 +10,8 @@ Into one directory:
    The rows come in hash order, so that the rows of one hash (an icon's: up to hundreds of
    thousands; a file's: each article using it) lie on adjacent pages of the restored table
    and the index is built from sorted input;
-3. `manifest.json`: row counts, the wiki, the crawl time, the hash definition, schema version;
+3. `manifest.json`: exact row counts (as `_manifest` says), the wiki, the crawl time, the hash
+   definition, schema version;
 4. `SHA256SUMS`: `sha256sum -c` format, over the three files above.
 
 Files are written under a temporary name and renamed when complete, so a killed export leaves no
@@ -84,8 +85,9 @@ def export(database_url: str, out: Path,
         # One snapshot for the counts and the rows, while a crawl may be writing.
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         manifest = _manifest(conn)
-        progress(f"hashes.sql: {manifest['rows']['hashes']:,} rows of the hashes view")
-        _hashes_sql(conn, out / "hashes.sql", manifest["rows"]["hashes"], progress)
+        usages = manifest["rows"]["usages"]
+        progress(f"hashes.sql: a row per usage of a hashed file (of {usages:,} usages)")
+        manifest["rows"]["hashes"] = _hashes_sql(conn, out / "hashes.sql", usages, progress)
     sizes["hashes.sql"] = (out / "hashes.sql").stat().st_size
 
     _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
@@ -134,11 +136,19 @@ def _pg_dump(database_url: str, target: Path) -> None:
 
 
 def _manifest(conn) -> dict:
+    """The manifest but for `rows.hashes`, which `export` sets to the rows the COPY of hashes.sql
+    wrote (one line each in COPY's text format, which escapes newlines in values). Every count
+    is exact, in the export's snapshot: pages and files from the ledger's counters
+    (migrations/005: a few rows), usages by count(*) (no counter: one index or heap scan), the
+    hashes view by its COPY (the view joins the three: counting it too ran that join twice)."""
+    by_state = ledger.files_by_state(conn)
     with conn.cursor() as cur:
-        rows = {}
-        for table in ("pages", "files", "usages", "hashes"):
-            cur.execute(f"SELECT count(*) FROM {table}")  # fixed names, not input
-            rows[table] = cur.fetchone()[0]
+        cur.execute("SELECT coalesce(sum(n), 0)::bigint FROM ledger_counts"
+                    " WHERE name = 'articles'")
+        pages = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM usages")
+        usages = cur.fetchone()[0]
+    rows = {"pages": pages, "files": sum(by_state.values()), "usages": usages}
     return {
         "format": 1,
         "exported_at": timestamps.now(),
@@ -147,7 +157,7 @@ def _manifest(conn) -> dict:
         "wiki": ledger.wiki_facts(conn),
         "last_crawl": ledger.get_state(conn, ledger.LAST_CRAWL),
         "rows": rows,
-        "files_by_state": {k: v for k, v in sorted(ledger.files_by_state(conn).items()) if v},
+        "files_by_state": {k: v for k, v in sorted(by_state.items()) if v},
         "hash": HASH_DEFINITION,
         "files": {
             "wikihash.dump": "pg_dump -Fc of the whole database; pg_restore into a database"

@@ -6,9 +6,7 @@ the fake wiki keeps serving until the session ends, so thumbnails and URLs stay 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -62,20 +60,12 @@ def crawl(request: pytest.FixtureRequest) -> Crawled:
                WIKIHASH_USER_AGENT="wikihash-test/0.1 (test@example.org)",
                WIKIHASH_MAX_DOWNLOADS="4", WIKIHASH_MAX_MBITS="1000",
                WIKIHASH_FETCH_TIMEOUT="10", WIKIHASH_REQUEUE_AFTER="20")
-    worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", "-c", "2",
-                               "--loglevel", "WARNING"], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        done = subprocess.run([sys.executable, "-m", "pipeline", "crawl"], env=env,
-                              capture_output=True, text=True, timeout=240)
+        # `--workers 2`: the crawl's own worker processes (pipeline/ownworkers.py), stopped
+        # when it ends.
+        done = subprocess.run([sys.executable, "-m", "pipeline", "crawl", "--workers", "2"],
+                              env=env, capture_output=True, text=True, timeout=240)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
         redis.Redis.from_url(broker).flushdb()
     assert done.returncode == 0, done.stderr[-3000:]
     result = Crawled(url, wiki, commons, server, shared, truth)

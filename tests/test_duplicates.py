@@ -7,9 +7,7 @@ import csv
 import io
 import json
 import random
-import threading
 import time
-import urllib.request
 from itertools import combinations
 
 import numpy as np
@@ -19,7 +17,7 @@ from click.testing import CliRunner
 
 from pipeline import duplicates, imaging, storage, web
 from pipeline.cli import cli
-from tests.services import free_port
+from tests.liveweb import Live
 
 
 def _flip(h: int, bits: int, rng: random.Random) -> int:
@@ -262,41 +260,10 @@ def test_cli_duplicates(db_url):
     assert out.exit_code == 1 and out.output.startswith("Error:")
 
 
-class _Live:
-    """The app on a real uvicorn server (web.server) on 127.0.0.1, in a thread."""
-
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        self.server = web.server(app, "127.0.0.1", self.port)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                break
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str) -> tuple[int, dict | str]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as answer:
-                body = answer.read().decode()
-                status = answer.status
-        except urllib.error.HTTPError as exc:
-            body, status = exc.read().decode(), exc.code
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, body
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 def test_api_duplicates_over_http(db_url):
     ids = _load(db_url, _hashes(random.Random(5)))
     want = _brute(ids, 3, 2)
-    live = _Live(web.create_app(web.WebSettings(database_url=db_url)))
+    live = Live(web.create_app(web.WebSettings(database_url=db_url)))
     try:
         status, body = live.get("/api/duplicates?max_distance=3")
         assert status == 200 and body["computed_at"] is None and body["clusters"] == []

@@ -146,7 +146,6 @@ def test_serve_beyond_loopback_needs_a_password(monkeypatch):
 import io  # noqa: E402
 import json  # noqa: E402
 import socket  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
@@ -154,9 +153,9 @@ import httpx  # noqa: E402
 import psycopg2  # noqa: E402
 from httpserver import Reply, Routes, running  # noqa: E402
 from PIL import Image  # noqa: E402
-from services import free_port  # noqa: E402
 
 from pipeline import storage  # noqa: E402
+from tests.liveweb import Live  # noqa: E402
 
 
 @pytest.fixture
@@ -189,25 +188,6 @@ def _query_hash() -> int:
     from pipeline import imaging
 
     return imaging.hash_bytes(_query_png()).int64
-
-
-class Live:
-    """The app on a real uvicorn server (web.server) on 127.0.0.1, in a thread."""
-
-    def __init__(self, app, header_timeout: float = web.HEADER_TIMEOUT) -> None:
-        self.port = free_port()
-        self.server = web.server(app, "127.0.0.1", self.port, header_timeout=header_timeout)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                break
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Radius, nearest and batched searches: bktree 1.0's index layout against 1.1's, same run.
+"""Radius, nearest and batched searches: bktree 1.0's index layout against today's, same run.
 
     python ops/bench/radius.py [--rows 1000000] [--shape random|clustered] [--queries 15]
     python ops/bench/radius.py --rows 20000 --queries 3 --radii 3,6  # tiny mode for CI
@@ -7,13 +7,14 @@ Loads 64-bit hashes (uniformly random, or near-duplicate clusters: ~20 hashes wi
 of a centre, 1% flat images hashing to 0 or -1) into two tables of a scratch database:
 - `old`: 1.0's layout, the SP-GiST BK-tree alone (`USING spgist (hash bktree_ops)`);
 - `new`: migration 003's: `USING bktree (hash)` and `USING bktree_mih (hash)`, both on `hash`,
-  the planner choosing between them.
+  the planner choosing between them (both layouts run on the installed extension, whose
+  version, read from pg_extension, heads the columns of `new`).
 and times, with the plan each query got:
 - `hash <@ (q, r)` (the tutorial's query) on both;
 - the k nearest (k = 10, 100): 1.0's `ORDER BY hash <-> q LIMIT k` against `bktree_nearest`;
 - 8 and 64 query hashes at radius 4: one round trip each against one LATERAL join.
-Needs bktree 1.1 on the server (WIKIHASH_TEST_ADMIN_URL). The machine may be shared: compare
-columns within one run.
+Needs bktree 1.1 or later on the server (WIKIHASH_TEST_ADMIN_URL). The machine may be shared:
+compare columns within one run.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def main() -> None:
         points = [q ^ (1 << rnd.randrange(63)) for q in stored]
 
         print("\nRadius searches, median ms (index the plan used)\n")
-        print("| radius | 1.0: `hash <@` | 1.1: `hash <@` |\n| ---: | ---: | ---: |")
+        print(f"| radius | 1.0 layout: `hash <@` | {version}: `hash <@` |\n"
+              "| ---: | ---: | ---: |")
         for radius in map(int, args.radii.split(",")):
             cells = []
             for query in ("SELECT id FROM old WHERE hash <@ (%s, %s)",
@@ -126,7 +128,8 @@ def main() -> None:
             print(f"| {radius} | " + " | ".join(cells) + " |")
 
         print("\nK nearest (random query points: the k-th nearest is 12-16 bits away), median ms\n")
-        print("| k | 1.0: `ORDER BY <-> LIMIT k` | 1.1: `bktree_nearest` |\n| ---: | ---: | ---: |")
+        print(f"| k | 1.0 layout: `ORDER BY <-> LIMIT k` | {version}: `bktree_nearest` |\n"
+              "| ---: | ---: | ---: |")
         far = [rnd.getrandbits(63) for _ in points]
         for k in (10, 100):
             knn = median_ms(cur, "SELECT id FROM old ORDER BY hash <-> %s LIMIT %s", far,
@@ -136,7 +139,7 @@ def main() -> None:
             print(f"| {k} | {knn:.0f} | {nearest:.1f} |")
 
         print("\nBatched probes at radius 4, ms per batch (median of 5 batches)\n")
-        print("| hashes | one round trip each (1.1 `hash <@`) | one LATERAL call |\n"
+        print(f"| hashes | one round trip each ({version} `hash <@`) | one LATERAL call |\n"
               "| ---: | ---: | ---: |")
         for size in (8, 64):
             batches = [[rnd.choice(stored) ^ (1 << rnd.randrange(63)) for _ in range(size)]

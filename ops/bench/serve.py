@@ -11,8 +11,9 @@ generated 1600x1200 JPEG photo-like gradient), 20% `GET /api/stats`.
 Printed per server: requests, statuses, 5xx other than 503 (target 0), p50/p99 latency of
 successful uploads (target p99 <= 1 s), peak RSS of the server and its child processes
 (target <= 500 MB), and RSS at the 1,000th and at the `--requests`th request (flat) or at
-the end when fewer were made. The client runs on
-the same machine, and on the shared 2-core machine it takes CPU from the server.
+the end when fewer were made; CPU seconds of the server (and its children) and of the client
+over the run, and the load average before and after. The client runs on the same machine,
+and on the shared 2-core machine it takes CPU from the server.
 
     python ops/bench/serve.py                 # 1M rows, 200 clients, 60 s
     python ops/bench/serve.py --tiny          # CI: 10k rows, 20 clients, 5 s
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -109,21 +111,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tree_rss(pid: int) -> int:
-    """Bytes resident in `pid` and all its descendants."""
-    total, stack = 0, [pid]
+def tree(pid: int) -> Iterator[int]:
+    """`pid` and all its descendants alive now."""
+    stack = [pid]
     while stack:
         current = stack.pop()
+        yield current
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                stack.extend(int(c) for c in children.read().split())
+        except OSError:
+            continue
+
+
+def tree_rss(pid: int) -> int:
+    """Bytes resident in `pid` and all its descendants."""
+    total = 0
+    for current in tree(pid):
         try:
             with open(f"/proc/{current}/status") as status:
                 for line in status:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1]) * 1024
-            with open(f"/proc/{current}/task/{current}/children") as children:
-                stack.extend(int(c) for c in children.read().split())
         except OSError:
             continue
     return total
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its descendants, alive or waited for."""
+    ticks = 0
+    for current in tree(pid):
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 after the name
+        ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -194,12 +220,16 @@ async def sample(server: Server, record: dict, stop: asyncio.Event) -> None:
 
 async def measure(server: Server, clients: int, seconds: float, requests: int,
                   queries: list[bytes]) -> dict:
-    record = {"statuses": {}, "upload_latency": [], "peak_rss": 0, "requests": requests}
+    record = {"statuses": {}, "upload_latency": [], "peak_rss": 0, "requests": requests,
+              "load_before": os.getloadavg()[0]}
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample(server, record, stop))
-    started = time.monotonic()
+    started, cpu, client_cpu = time.monotonic(), tree_cpu(server.proc.pid), time.process_time()
     await load(server, clients, seconds, requests, queries, record)
     record["elapsed"] = time.monotonic() - started
+    record["server_cpu"] = tree_cpu(server.proc.pid) - cpu
+    record["client_cpu"] = time.process_time() - client_cpu
+    record["load_after"] = os.getloadavg()[0]
     record.setdefault(f"rss_{requests}", tree_rss(server.proc.pid))
     stop.set()
     await sampler
@@ -229,6 +259,8 @@ def report(label: str, record: dict) -> list[str]:
         f" ({len(latency):,} ok)",
         f"{record['peak_rss'] / 2**20:.0f} MB",
         f"{record.get('rss_1000', 0) / 2**20:.0f} -> {last / 2**20:.0f} MB",
+        f"{record['server_cpu']:.1f} / {record['client_cpu']:.1f} s in {record['elapsed']:.0f} s",
+        f"{record['load_before']:.1f} -> {record['load_after']:.1f}",
     ]
 
 
@@ -246,7 +278,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.rows, args.clients, args.seconds, args.requests = 10_000, 20, 5.0, 2_000
-    print(f"machine: {platform.node()} {os.cpu_count()} cores (shared), Python"
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {platform.node()}"
+          f" {os.cpu_count()} cores (shared), Python"
           f" {platform.python_version()}; {args.clients} clients x {args.seconds:.0f} s,"
           f" RSS read at request 1,000 and {args.requests:,}", flush=True)
     queries = photos()
@@ -268,7 +301,8 @@ def main() -> None:
     finally:
         drop_database(ADMIN_URL, name)
     header = ["server", "requests", "statuses", "5xx not 503, or no answer", "upload p50 / p99",
-              "peak RSS", f"RSS at 1k -> {args.requests // 1000}k req (or end)"]
+              "peak RSS", f"RSS at 1k -> {args.requests // 1000}k req (or end)",
+              "CPU server / client, wall", "load"]
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
