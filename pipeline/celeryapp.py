@@ -14,9 +14,11 @@ Queues, one per stage so that each can be scaled on its own:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from celery import Celery
+from celery.worker.consumer import Consumer
 from kombu import Queue
 
 from pipeline.config import Settings
@@ -42,6 +44,38 @@ VISIBILITY_TIMEOUT = 1800
 # A pool child whose resident memory passes this (KiB) is replaced after its current task, so
 # one huge image cannot leave a bloated child behind (issue 18: 848 MB for one 381 KB PNG).
 MAX_MEMORY_PER_CHILD_KIB = 1024 * 1024
+
+
+log = logging.getLogger(__name__)
+
+
+class BrokerLossConsumer(Consumer):
+    """Celery's consumer, except that closing the connection lost with the broker cannot end
+    the worker.
+
+    Celery 5.7.0 closes the lost connection after `collect()` has detached it from its
+    transport; with messages unacknowledged, kombu 5.7.0's Redis channel then rebuilds its pool
+    to give them back and fails with `AttributeError: 'NoneType' object has no attribute
+    'hostname'`, which Celery does not expect there: the worker logged "Unrecoverable error"
+    and exited 0 when Redis restarted mid-crawl (tests/e2e/test_reliability.py). The messages
+    are lost with Redis anyway, and the ledger has their files pending (the reconciler sends
+    them again), so the close's failure is logged and the reconnect goes on as Celery's does.
+    """
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        connection = self.connection
+        if connection is not None:
+            close = connection.close
+
+            def close_lost() -> None:
+                try:
+                    close()
+                except AttributeError as error:
+                    log.warning("broker connection lost; closing it failed in kombu (%r);"
+                                " reconnecting", error)
+
+            connection.close = close_lost
+        super().on_connection_error_after_connected(exc)
 
 
 class WikihashCelery(Celery):
@@ -81,6 +115,7 @@ def create_app(settings: Settings, *, worker: bool = False) -> WikihashCelery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        worker_consumer=f"{__name__}:BrokerLossConsumer",
     )
     return app
 

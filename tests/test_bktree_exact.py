@@ -310,8 +310,8 @@ def test_duplicate_heavy_index(conn, opclass: str, method: str) -> None:
 @pytest.mark.parametrize("options", [None, "gin_pending_list_limit = 4096", "fastupdate = off"])
 def test_bulk_load_into_mih_index(conn, options: str | None) -> None:
     """A bulk load into a table that already has its bktree_mih index is searchable and, by
-    default (a 256 kB pending list since 1.1's fix), leaves at most 256 kB of GIN pending list
-    for searches to read; the index's own options still decide."""
+    default (no pending list: fast update is off for bktree_mih), leaves at most 256 kB of GIN
+    pending list for searches to read; the index's own options still decide."""
     rng = random.Random(11)
     table = Table(conn, make_hashes(rng, n_random=5000, n_clusters=50))
     cur = conn.cursor()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -153,3 +154,237 @@ def test_a_celery_pool_process_can_decode_in_the_sandbox():
     with billiard.Pool(1) as pool:
         assert pool.map(_in_pool_child, [out.getvalue()]) == [
             imaging.hash_bytes(out.getvalue()).hex]
+
+
+# -- the decoder process: reused, limited per decode, replaced, never orphaned -------------------
+
+def _decoders(pid: int | None = None) -> list[int]:
+    """The live decoder processes that are children of `pid` (default: this process)."""
+    found = []
+    for task in Path(f"/proc/{pid or os.getpid()}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                if Path(f"/proc/{child}/comm").read_text().strip() == "wikihash-decode":
+                    found.append(int(child))
+            except OSError:
+                continue
+    return found
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    until = time.monotonic() + within
+    while time.monotonic() < until:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited; its parent has not reaped it yet
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _png(seed: int = 40, size: tuple[int, int] = (64, 64)) -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise(size, seed).convert("RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+def _burn(seconds: float) -> float:
+    """Spend `seconds` of CPU; the decoder's total CPU so far."""
+    until = time.process_time() + seconds
+    while time.process_time() < until:
+        pass
+    return time.process_time()
+
+
+def _cpu_limit() -> tuple[int, float]:
+    """(soft RLIMIT_CPU, CPU seconds used) inside a decode."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return resource.getrlimit(resource.RLIMIT_CPU)[0], usage.ru_utime + usage.ru_stime
+
+
+def _memory_limit() -> tuple[int, int]:
+    """(soft RLIMIT_AS, VmSize) inside a decode, in bytes."""
+    with open("/proc/self/statm") as statm:
+        size = int(statm.read().split()[0]) * resource.getpagesize()
+    return resource.getrlimit(resource.RLIMIT_AS)[0], size
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _die(code: int) -> None:
+    os._exit(code)
+
+
+@pytest.fixture()
+def fresh():
+    """No decoder left over from another test, and none left behind."""
+    sandbox.close()
+    yield
+    sandbox.close()
+
+
+def test_one_decoder_serves_many_decodes_with_the_in_process_results(fresh):
+    files = [_png(seed) for seed in range(20, 30)] + [b"\x89PNG\r\n\x1a\n" + b"\0" * 40]
+    expected = []
+    for data in files:
+        try:
+            expected.append(imaging.hash_bytes(data).hex)
+        except Corrupt:
+            expected.append("corrupt")
+    got = []
+    for data in files:
+        try:
+            got.append(sandbox.hash_bytes(data).hex)
+        except Corrupt:
+            got.append("corrupt")
+    assert got == expected
+    assert len(_decoders()) == 1  # a Corrupt from imaging is a clean end: the decoder stays
+
+
+def test_the_cpu_limit_is_per_decode_not_per_decoder(fresh):
+    """Each decode gets its own `seconds` (rounded up), however much CPU the decoder spent."""
+    sandbox.run(_burn, 1.5, seconds=20)
+    soft, used = sandbox.run(_cpu_limit, seconds=1)
+    assert used > 1.5  # the same decoder: more than this decode's limit of 1 s is spent
+    assert 1 <= soft - used <= 2.05, (soft, used)
+    soft_again, used_again = sandbox.run(_cpu_limit, seconds=1)
+    assert 1 <= soft_again - used_again <= 2.05
+    assert len(_decoders()) == 1
+
+
+def test_the_memory_limit_counts_from_the_decoders_size_at_each_decode(fresh):
+    """A decode may use `memory` beyond the decoder's size, every time, not once in all."""
+    for _ in range(3):
+        soft, size = sandbox.run(_memory_limit, memory=300 * 1024 * 1024)
+        assert 0 <= soft - size - 300 * 1024 * 1024 <= 2 * 1024 * 1024, (soft, size)
+        assert sandbox.run(len, bytearray(100 * 1024 * 1024), memory=300 * 1024 * 1024) \
+            == 100 * 1024 * 1024
+
+
+def test_a_cpu_bomb_ends_its_decoder_and_the_next_decode_gets_a_new_one(fresh):
+    data = _png()
+    sandbox.hash_bytes(data)
+    [first] = _decoders()
+    with pytest.raises(TooLarge) as caught:
+        sandbox.run(_burn, 60.0, seconds=1)
+    assert "longer than 1 s" in caught.value.reason
+    assert _gone(first)
+    assert sandbox.hash_bytes(data) == imaging.hash_bytes(data)
+    assert _decoders() and first not in _decoders()
+
+
+def test_a_decode_that_hangs_without_cpu_is_killed_at_the_wall_deadline(fresh):
+    started = time.monotonic()
+    with pytest.raises(TooLarge) as caught:
+        sandbox.run(_sleep, 60.0, seconds=1)  # deadline 2 x 1 + 2 s
+    assert caught.value.reason == "decoding took longer than 1 s"
+    assert time.monotonic() - started < 30
+    assert _decoders() == []
+
+
+def test_a_decoder_that_dies_is_named_and_replaced(fresh):
+    with pytest.raises(TooLarge) as caught:
+        sandbox.run(_die, 7)
+    assert caught.value.reason == "the decoder died (exit 7)"
+    assert sandbox.run(len, b"abc") == 3
+
+
+def test_a_memory_bomb_retires_its_decoder(fresh):
+    sandbox.run(len, b"x")
+    [first] = _decoders()
+    with pytest.raises(TooLarge) as caught:
+        sandbox.run(bytearray, 2 * 1024**3, memory=128 * 1024 * 1024)
+    assert "out of memory (128 MB cap)" in caught.value.reason
+    assert _gone(first)  # MemoryError may leave a decoder unsound: it is not reused
+    assert sandbox.run(len, b"ab") == 2
+
+
+def test_a_decoder_is_replaced_after_max_decodes(fresh, monkeypatch):
+    monkeypatch.setattr(sandbox, "MAX_DECODES", 3)
+    pids = []
+    for _ in range(4):
+        sandbox.run(len, b"x")
+        pids += _decoders()
+    assert pids[0] != pids[-1] and len(set(pids)) == 2
+
+
+def test_a_forked_child_never_uses_its_parents_decoder(fresh):
+    sandbox.run(len, b"x")
+    [parents] = _decoders()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            answer = sandbox.run(len, b"abcd")
+            mine = _decoders()
+            os.write(write_fd, json.dumps([answer, mine]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        answer, childs = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert answer == 4 and childs and parents not in childs
+    assert _decoders() == [parents] and sandbox.run(len, b"xy") == 2
+
+
+ORPHAN = r"""
+import os, sys
+from pipeline import sandbox
+sandbox.run(len, b"x")
+pids = []
+for task in os.listdir("/proc/self/task"):
+    pids += open(f"/proc/self/task/{task}/children").read().split()
+print(" ".join(pids), flush=True)
+if sys.argv[1] == "hang":
+    import time; time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_a_decoder_never_outlives_its_process(how):
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN, "hang" if how == "sigkill" else ""],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert pids, "no decoder was started"
+    if how == "sigkill":
+        proc.kill()
+    proc.wait(timeout=30)
+    assert all(_gone(pid) for pid in pids), pids
+
+
+def _pool_decoders(data: bytes) -> tuple[str, list[int]]:
+    return sandbox.hash_bytes(data).hex, _decoders()
+
+
+def test_a_celery_pool_processs_decoder_ends_with_it():
+    import billiard
+
+    data = _png()
+    with billiard.Pool(1) as pool:
+        first, pids = pool.apply(_pool_decoders, (data,))
+        again, same = pool.apply(_pool_decoders, (data,))
+    assert first == again == imaging.hash_bytes(data).hex
+    assert pids and pids == same  # one decoder for both tasks of the pool process
+    assert all(_gone(pid) for pid in pids), pids
+
+
+def _open_fds() -> list[int]:
+    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+
+
+def test_a_decoder_keeps_none_of_its_parents_descriptors(fresh, tmp_path):
+    with open(tmp_path / "held", "w") as held:
+        fds = sandbox.run(_open_fds)
+        assert held.fileno() not in fds
+    assert len([fd for fd in fds if fd > 2]) <= 3, fds  # its two pipes (+ the listing's own)

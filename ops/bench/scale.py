@@ -24,18 +24,19 @@ crawled:
   blocks per call, blocks per 1,000 files;
 
 plus API requests per 1,000 articles, peak RSS (VmHWM) of the producer and the workers,
-table and index sizes, and whether the ledger equals the generator's truth (streamed page by
-page, never a set of every title). Exits 1 when it does not.
+table and index sizes, and whether the ledger equals the generator's truth (digests per chunk
+of pages, in SQL against generated, never a set of every title; scale_ledger.py). Exits 1 when
+it does not. The preload and the truth check generate in `--processes` forked processes.
+`--check URL` crawls nothing: it compares the ledger at URL with the truth of --articles.
 
 Usage: python ops/bench/scale.py --articles 100000 [--window 2000] [--json]
        [--fetch-workers 2] [--hash-workers 1] [--file-servers 2] [--one-worker] [--in-process]
+       [--processes 2] [--check URL]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import os
 import re
@@ -46,7 +47,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import psycopg2  # noqa: E402 - after common, which puts the project root on sys.path
@@ -57,12 +58,14 @@ from common import (
     Proc,
     children,
     machine_line,
+    peak_rss_kb,
     redis_server,
     scratch_database,
 )
+from scale_ledger import compare_with_truth, default_processes, preload, reset_peak_rss
 
 from pipeline import ledger  # noqa: E402
-from tests.fakewiki.enwiki import EnwikiShape, file_bytes, serve  # noqa: E402
+from tests.fakewiki.enwiki import EnwikiShape, serve  # noqa: E402
 
 TASK_LINE = re.compile(r"Task wikihash\.(\w+)\[[^\]]+\] succeeded in ([0-9.e-]+)s")
 STAGES = ("walk", "imageinfo", "producer", "download", "hash", "write", "reconciler")
@@ -99,6 +102,9 @@ class CpuMeter:
     def __init__(self, url: str | None) -> None:
         self.roots: dict[int, str] = {}  # pid -> kind
         self.ticks: dict[int, tuple[str, tuple[int, int]]] = {}  # pid -> (kind, last ticks)
+        self.forks_alive: dict[int, tuple[str, int, int]] = {}  # child: kind, ticks, parent
+        self.fork_peak_kb: dict[str, int] = {}  # kind -> peak VmHWM of a pool's child
+        self.baseline: dict[int, tuple[int, int]] = {}  # pid -> ticks when started
         self.url = url
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -110,6 +116,11 @@ class CpuMeter:
             self.roots[pid] = kind
 
     def start(self) -> CpuMeter:
+        """Start sampling; what the processes already running (Redis, during the preload)
+        used before now is not counted."""
+        self.sample()
+        with self._lock:
+            self.baseline = {pid: ticks for pid, (_, ticks) in self.ticks.items()}
         self._thread.start()
         return self
 
@@ -135,13 +146,29 @@ class CpuMeter:
             roots = dict(self.roots)
         found = [(pid, kind) for pid, kind in roots.items()]
         found += [(pid, "redis") for pid in children(os.getpid()) if _comm(pid) == "redis-server"]
-        found += [(child, kind) for pid, kind in roots.items() for child in children(pid)]
-        found += self._backends()
+        pool = [(child, kind) for pid, kind in roots.items() for child in children(pid)]
+        found += pool + self._backends()
+        # The pool processes' own children: a fork per decode (main's sandbox), or long-lived
+        # decoder processes, which no one waits for before the last sample.
+        forks = {child: (kind, pid) for pid, kind in pool for child in children(pid)}
+        sampled = set()
         for pid, kind in found:
             ticks = _cpu_ticks(pid)
             if ticks is not None:
+                sampled.add(pid)
                 with self._lock:
                     self.ticks[pid] = (kind, ticks)
+        with self._lock:  # a parent gone since keeps its children's last sample
+            alive = {pid: row for pid, row in self.forks_alive.items() if row[2] not in sampled}
+        for pid, (kind, parent) in forks.items():
+            ticks = _cpu_ticks(pid)
+            if ticks is not None and parent in sampled:
+                alive[pid] = (kind, sum(ticks), parent)
+                kb = peak_rss_kb(pid)
+                with self._lock:
+                    self.fork_peak_kb[kind] = max(kb, self.fork_peak_kb.get(kind, 0))
+        with self._lock:
+            self.forks_alive = alive
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
@@ -158,10 +185,16 @@ class CpuMeter:
         hz = os.sysconf("SC_CLK_TCK")
         out: dict[str, float] = defaultdict(float)
         with self._lock:
-            for kind, (own, waited) in self.ticks.values():
+            for pid, (kind, (own, waited)) in self.ticks.items():
+                own0, waited0 = self.baseline.get(pid, (0, 0))
+                own, waited = own - own0, waited - waited0
                 out[kind] += own / hz
                 if waited:
                     out[f"{kind} (its forked children)"] += waited / hz
+            # Children alive at the last sample are in no one's waited-for time yet; those
+            # gone by then are (their parents reaped them), so each is counted once.
+            for kind, ticks, _ in self.forks_alive.values():
+                out[f"{kind} (its forked children)"] += ticks / hz
         return dict(out)
 
 
@@ -319,190 +352,6 @@ def sizes(url: str) -> dict[str, int]:
         conn.close()
 
 
-def compare_with_truth(url: str, shape: EnwikiShape, sample_every: int = 97) -> dict:
-    """Page by page in page-id order against the generator, then every file's state (and a
-    sample's SHA-1). Streams both sides: memory does not grow with N."""
-    wrong: list[str] = []
-    counted = Counter()
-    conn = psycopg2.connect(url)
-    try:
-        with conn:
-            cur = conn.cursor(name="truth")
-            cur.itersize = 2000
-            cur.execute("SELECT p.page_id, p.title, array_remove(array_agg(f.title), NULL)"
-                        " FROM pages p LEFT JOIN usages u USING (page_id)"
-                        " LEFT JOIN files f USING (file_id) GROUP BY p.page_id ORDER BY 1")
-            expected = iter(shape.article_slots())
-            for page_id, title, images in cur:
-                slot = next(expected, None)
-                counted["pages"] += 1
-                want = None if slot is None else (shape.page_id(0, slot), shape.title(0, slot),
-                                                  sorted(shape.images(0, slot)))
-                if want != (page_id, title, sorted(images)):
-                    counted["pages_wrong"] += 1
-                    if len(wrong) < 5:
-                        wrong.append(f"page {page_id} {title!r}: expected {want}")
-            cur.close()
-            if next(expected, None) is not None:
-                counted["pages_wrong"] += 1
-                wrong.append("articles missing from the ledger")
-        with conn:
-            cur = conn.cursor(name="files")
-            cur.itersize = 5000
-            cur.execute("SELECT title, state, sha1 FROM files ORDER BY file_id")
-            for i, (title, state, sha1) in enumerate(cur):
-                counted["files"] += 1
-                want = shape.expected_state(title)
-                if state != want:
-                    counted["files_wrong"] += 1
-                    if len(wrong) < 10:
-                        wrong.append(f"file {title!r}: {state}, expected {want}")
-                elif state == "hashed" and i % sample_every == 0 \
-                        and not sha1.startswith(PRELOAD_SHA1):
-                    facts = shape.file(shape.file_id(title))
-                    data, _ = file_bytes(facts.kind, facts.content, shape.seed)
-                    counted["sha1_checked"] += 1
-                    if hashlib.sha1(data).hexdigest() != sha1:
-                        counted["files_wrong"] += 1
-                        wrong.append(f"file {title!r}: sha1 {sha1}")
-            cur.close()
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM files f WHERE NOT EXISTS"
-                        " (SELECT 1 FROM usages u WHERE u.file_id = f.file_id)")
-            counted["files_unused"] = cur.fetchone()[0]
-            cur.execute("SELECT count(*) FROM usages")
-            counted["usages"] = cur.fetchone()[0]
-            cur.execute("SELECT state, count(*) FROM files GROUP BY state")
-            counted.update({f"state_{k}": v for k, v in cur.fetchall()})
-    finally:
-        conn.close()
-    equal = not counted["pages_wrong"] and not counted["files_wrong"] \
-        and not counted["files_unused"] and counted["pages"] == shape.articles
-    return {"equal": equal, "counts": dict(counted), "examples": wrong}
-
-
-# -- a ledger that already holds the first articles (--window) ----------------------------------
-
-PRELOAD_SHA1 = "0" * 8  # the prefix of a preloaded file's stand-in SHA-1 (never a real one)
-
-
-def article_slot(k: int) -> int:
-    """The slot of the k-th article (0-based): every third slot is a redirect."""
-    per = EnwikiShape.REDIRECT_EVERY - 1
-    return (k // per) * EnwikiShape.REDIRECT_EVERY + k % per
-
-
-def preload(url: str, shape: EnwikiShape, articles: int) -> dict:
-    """Write the first `articles` articles into the ledger as a finished crawl of them would
-    have (pages, every file they use in its final state, their usages, the counters, and the
-    walk's checkpoint after them), by COPY with triggers off: the window crawled after them
-    then runs on a ledger of the wiki's full size. Hashed files get a stand-in SHA-1 (prefix
-    PRELOAD_SHA1, shared by files of the same content) and a generated dHash, so that no byte
-    is generated here; the truth check does not compare these SHA-1s. Memory: one byte per
-    file id."""
-    began = time.perf_counter()
-    seen = bytearray(shape.file_space + shape.ICONS + shape.user_pages)
-    missing: dict[str, int] = {}  # red-link name -> ledger file_id
-    red_base = 1 + len(seen)
-    pages, files, usages = io.StringIO(), io.StringIO(), io.StringIO()
-    states: Counter = Counter()
-
-    def file_row(fid: int | None, name: str) -> int:
-        if fid is None:
-            if name not in missing:
-                missing[name] = red_base + len(missing)
-                files.write(f"{missing[name]}\t{_copy(name)}\tmissing\t\\N\t\\N\t\\N"
-                            f"\t\\N\t\\N\n")
-                states["missing"] += 1
-            return missing[name]
-        if not seen[fid]:
-            seen[fid] = 1
-            facts = shape.file(fid)
-            if facts.kind == "ogg":
-                files.write(f"{fid + 1}\t{_copy(name)}\tunsupported\t{_stand_in(facts)}"
-                            f"\tapplication/ogg\t\\N\t\\N\tunsupported media type\n")
-                states["unsupported"] += 1
-            else:
-                dhash = _mix64(shape.seed, facts.content)
-                files.write(f"{fid + 1}\t{_copy(name)}\thashed\t{_stand_in(facts)}"
-                            f"\timage/{facts.kind}\t{dhash}\tthumb\t\\N\n")
-                states["hashed"] += 1
-        return fid + 1
-
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SET session_replication_role = replica")  # no FK or count triggers
-            cur.execute("CREATE TEMP TABLE preload_files (file_id bigint, title text,"
-                        " state text, sha1 text, mime text, dhash bigint, hashed_from text,"
-                        " reason text)")
-
-            def flush() -> None:
-                for buffer, table, columns in (
-                        (files, "preload_files", None),
-                        (pages, "pages", ("page_id", "title", "rev_id")),
-                        (usages, "usages", ("page_id", "file_id"))):
-                    if table == "usages":  # after its files
-                        cur.execute("INSERT INTO files (file_id, title, state, sha1, mime,"
-                                    " dhash, hashed_from, reason, hashed_width, url)"
-                                    " OVERRIDING SYSTEM VALUE SELECT file_id, title, state,"
-                                    " sha1, mime, dhash, hashed_from, reason,"
-                                    " CASE WHEN state = 'hashed' THEN 100 END,"
-                                    " 'http://preloaded.invalid/' || file_id"
-                                    " FROM preload_files")
-                        cur.execute("TRUNCATE preload_files")
-                    buffer.seek(0)
-                    cur.copy_from(buffer, table, columns=columns)
-                    buffer.seek(0)
-                    buffer.truncate()
-
-            for k in range(articles):
-                slot = article_slot(k)
-                page_id = shape.page_id(0, slot)
-                pages.write(f"{page_id}\t{_copy(shape.title(0, slot))}\t{page_id * 2 + 7}\n")
-                for name in shape.images(0, slot):
-                    usages.write(f"{page_id}\t{file_row(shape.file_id(name), name)}\n")
-                if k % 20_000 == 19_999:
-                    flush()
-            flush()
-            cur.execute("SELECT setval(pg_get_serial_sequence('files', 'file_id'),"
-                        " (SELECT coalesce(max(file_id), 0) + 1 FROM files))")
-            cur.execute("INSERT INTO ledger_counts (name, n, at) VALUES ('articles', %s,"
-                        " '-infinity')", (articles,))
-            for state, n in states.items():
-                cur.execute("INSERT INTO ledger_counts (name, n, at) VALUES (%s, %s,"
-                            " '-infinity')", (state, n))
-            if articles < shape.articles:
-                from tests.fakewiki.model import dbkey
-
-                cont = {"gapcontinue": dbkey(shape.title(0, article_slot(articles))),
-                        "continue": "gapcontinue||"}
-                ledger.set_state(conn, ledger.WALK, {"continue": cont, "done": False,
-                                                     "started": "2024-01-01T00:00:00Z"})
-            cur.execute("SELECT coalesce(max(file_id), 0) FROM files")
-            last_file = cur.fetchone()[0]
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("VACUUM ANALYZE")
-    finally:
-        conn.close()
-    return {"articles": articles, "files": sum(states.values()), "last_file_id": last_file,
-            "seconds": round(time.perf_counter() - began, 1)}
-
-
-def _copy(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-
-
-def _stand_in(facts) -> str:
-    return PRELOAD_SHA1 + hashlib.sha1(f"{facts.kind}:{facts.content}".encode()).hexdigest()[8:]
-
-
-def _mix64(seed: int, content: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{content}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
-
-
 # -- what PostgreSQL did (pg_stat_statements, where the server loads it) -------------------------
 
 STATEMENTS = (  # label, a fragment of the statement's text (first match wins)
@@ -577,7 +426,8 @@ def run(args) -> dict:
     shape = EnwikiShape(args.articles, args.seed)
     with redis_server() as broker, scratch_database(args.dsn) as url:
         window = args.window if args.window and args.window < shape.articles else None
-        pre = preload(url, shape, shape.articles - window) if window else None
+        reset_peak_rss()
+        pre = preload(url, shape, shape.articles - window, args.processes) if window else None
         have_statements = statements_start(url)
         meter = CpuMeter(url).start()
         if args.in_process:  # main's way: served from this process, GIL shared with it all
@@ -599,7 +449,8 @@ def run(args) -> dict:
                 tally = wiki.stop()
         cpu = meter.stop()
         recon = reconciler_pass(url)
-        truth = compare_with_truth(url, shape)
+        reset_peak_rss()
+        truth = compare_with_truth(url, shape, args.processes)
         # Per 1,000 files crawled (those of the window when the rest was preloaded).
         files = truth["counts"]["files"] - (pre["files"] if pre else 0)
         crawled_articles = window or shape.articles
@@ -647,7 +498,15 @@ def run(args) -> dict:
                                            for k, n in sorted(api.items())},
         "file_requests": int(served("file", "requests")),
         "reconciler_ms": {k: round(1000 * v, 2) for k, v in recon.items() if k != "claimed"},
-        "peak_rss_mb": {k: round(v, 1) for k, v in run_["rss"].items()},
+        "peak_rss_mb": {**{k: round(v, 1) for k, v in run_["rss"].items()},
+                        **({"preload": pre["peak_rss_mb"]["parent"],
+                            "preload_generator": pre["peak_rss_mb"]["generators"]}
+                           if pre else {}),
+                        **{f"{kind}_forked_child": round(kb / 1024, 1)
+                           for kind, kb in sorted(meter.fork_peak_kb.items())},
+                        "truth_check": truth["peak_rss_mb"]["parent"],
+                        "truth_generator": truth["peak_rss_mb"]["generators"]},
+        "truth_check_s": truth["seconds"], "truth_digests_s": truth["digests_s"],
         "sizes_mb": {k: round(v / 2 ** 20, 2) for k, v in table_sizes.items()},
         "truth": truth["counts"], "truth_examples": truth["examples"],
         "machine": machine_line(),
@@ -683,12 +542,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="crawl only the last W articles, on a ledger preloaded with the"
                              " others (COPY), so that a crawl of W articles runs at the cost of"
                              " a ledger of --articles")
+    parser.add_argument("--processes", type=int, default=default_processes(),
+                        help="processes generating the preload's rows and the truth check's"
+                             " digests (default: the cores, at most 4)")
+    parser.add_argument("--check", metavar="URL",
+                        help="crawl nothing: compare the ledger at URL with the truth of"
+                             " --articles (and --seed); exit 1 when it differs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--tiny", action="store_true",
                         help="CI size: 2,000 articles, the last 300 crawled (--window 300)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.articles, args.window = 2000, 300
+    if args.check:
+        truth = compare_with_truth(args.check, EnwikiShape(args.articles, args.seed),
+                                   args.processes)
+        print(json.dumps({"articles": args.articles, "ledger_equals_truth": truth["equal"],
+                          **truth}) if args.json else
+              f"ledger equals truth: {truth['equal']}; {json.dumps(truth['counts'])}"
+              + "".join(f"\n  differs: {line}" for line in truth["examples"]))
+        return 0 if truth["equal"] else 1
     result = run(args)
     if args.json:
         print(json.dumps(result))

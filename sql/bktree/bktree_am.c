@@ -222,25 +222,32 @@ mihCostEstimate(PlannerInfo *root, IndexPath *path, double loop_count,
 }
 
 /*
- * GIN's pending list is 256 kB by default for bktree_mih, not
- * gin_pending_list_limit's 4 MB.  Fast update queues inserted rows in a
- * pending list that every search reads in full until it is merged into the
- * entry tree (by VACUUM, or by the insert that finds it over the limit):
- * after a bulk load of 100k rows into a 1M-row table 47k rows waited there
- * and a radius 3 search took 20-130x as long.  With 256 kB (about 2,500
- * hashes) the search right after the load is as fast as with no pending
- * list, and COPY costs the CPU time of GIN's default; fast update off (every
- * row straight into the entry tree) costs twice that (docs/bktree-benchmarks.md,
- * run 5).  "WITH (gin_pending_list_limit = ...)" or "fastupdate = off" on the
- * index still decide.
+ * Fast update is off by default for bktree_mih: inserted rows go straight
+ * into the entry tree, and no search reads a pending list.  GIN's scan
+ * compares every pending row with every scan entry (collectMatchesForHeapRow:
+ * a binary search over the row's keys and a comparePartial call per pair),
+ * and this class's scan has one entry per bucket: 4 at radius 3 but 188 at
+ * radius 8, wikihash search's default.  With the 256 kB pending list of
+ * versions 1.1-1.2 (up to ~2,000-2,500 rows, which a crawl's writes keep
+ * refilling) a radius-8 probe of 7.1M hashes took 18-60 ms with 2,000 rows
+ * pending instead of 2.4-3.8 ms (docs/bktree-benchmarks.md, run 7).  An
+ * insert then costs one entry-tree insert per key: 2x GIN's CPU per row
+ * COPYed into a one-column table (run 5c), no measurable difference on the
+ * 7.5M-row files table with its other indexes (run 7).
+ *
+ * An index that sets fastupdate or gin_pending_list_limit keeps GIN's
+ * behaviour, with a 256 kB list when only fastupdate = on is given
+ * (gin_pending_list_limit's 4 MB held 47k rows after a bulk load, and a
+ * radius 3 search took 20-130x as long; run 5).
  *
  * GIN reads the options through rd_options, which the relcache leaves NULL
  * for an index created without options (GIN's defaults then apply), and
  * amoptions is not called for it.  So both paths are covered: mihOptions
- * sets the limit when it is not given, and mihInsert gives an index without
- * options the same before GIN reads them.  That struct lives in
+ * sets the defaults for what is not given, and mihInsert gives an index
+ * without options the same before GIN reads them.  That struct lives in
  * CacheMemoryContext; the relcache pfrees rd_options itself when it
- * rebuilds or drops the entry.
+ * rebuilds or drops the entry.  A pending list left by an older version is
+ * merged by the next VACUUM (or autovacuum's ANALYZE) of the table.
  */
 #define MIH_PENDING_LIST_KB		256
 
@@ -264,8 +271,16 @@ mihOptions(Datum reloptions, bool validate)
 {
 	GinOptions *options = (GinOptions *) ginoptions(reloptions, validate);
 
-	if (options != NULL && !optionGiven(reloptions, "gin_pending_list_limit"))
-		options->pendingListCleanupSize = MIH_PENDING_LIST_KB;
+	if (options != NULL)
+	{
+		bool		fastupdate = optionGiven(reloptions, "fastupdate");
+		bool		limit = optionGiven(reloptions, "gin_pending_list_limit");
+
+		if (!fastupdate && !limit)
+			options->useFastUpdate = false;
+		if (!limit)
+			options->pendingListCleanupSize = MIH_PENDING_LIST_KB;
+	}
 	return (bytea *) options;
 }
 
@@ -280,7 +295,7 @@ mihInsert(Relation index, Datum *values, bool *isnull, ItemPointer ht_ctid,
 													 sizeof(GinOptions));
 
 		SET_VARSIZE(options, sizeof(GinOptions));
-		options->useFastUpdate = GIN_DEFAULT_USE_FASTUPDATE;
+		options->useFastUpdate = false;
 		options->pendingListCleanupSize = MIH_PENDING_LIST_KB;
 		index->rd_options = (bytea *) options;
 	}

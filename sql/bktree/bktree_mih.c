@@ -21,10 +21,16 @@
  * the bucket back and keeps it if its 62 known bits are within r of q's.
  * So the distance is computed inside the index, on the entry tree pages,
  * and only matches (and the few within r + 2 through the two unknown bits)
- * reach the heap, where they are rechecked.  Enumerated depth goes to 3 (697 values per
- * substring), i.e. radius 15, which is what the nearest-neighbour search
+ * reach the heap, where they are rechecked.  Enumerated depth goes to 4 (2,517 values per
+ * substring), i.e. radius 19, which is what the nearest-neighbour search
  * needs on uniform hashes (the 10th nearest of 10M random hashes is about
- * 12 bits away); radius 16 and more scan the whole index.
+ * 12 bits away); radius 20 and more scan the whole index.
+ *
+ * Each enumerated bucket is one scan entry: 188 at radius 8 (137 values of
+ * substring 0 at depth 2, 17 of each other at depth 1), each a descent of
+ * the entry tree and ~N/65536 keys.  GIN also compares every row of its
+ * pending list with every entry, which is why bktree_mih indexes have no
+ * pending list by default (bktree_am.c).
  *
  * The price is size: four entry tuples of ~24 bytes per distinct hash,
  * against four ~2-byte posting list items in bktree_gin.c.

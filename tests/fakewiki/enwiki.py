@@ -126,6 +126,7 @@ class EnwikiShape:
         rnd = random.Random(seed)
         lo, hi = (math.log(p) for p in self.ICON_P)
         self.icon_p = [math.exp(rnd.uniform(lo, hi)) for _ in range(self.ICONS)]
+        self._icons: list[FileFacts | None] = [None] * self.ICONS
         if self.slots > len(SYLLABLES) ** WORD:
             raise ValueError(f"at most {len(SYLLABLES) ** WORD * 2 // 3} articles")
 
@@ -161,13 +162,19 @@ class EnwikiShape:
 
     def images(self, ns: int, slot: int) -> list[str]:
         """The file names the page uses (MediaWiki's sorted, distinct list), red links too."""
+        return sorted(map(self.ref_name, self.image_refs(ns, slot)),
+                      key=lambda n: dbkey(n).encode())
+
+    def image_refs(self, ns: int, slot: int) -> set[int]:
+        """What the page uses, as integers: a file id (>= 0) or a red link, -1 - r for the
+        missing file `red_link_name(r)`. `images` names them; the ledger preload and the truth
+        check use the integers (a file's name costs a hash and a format)."""
         if ns == 2:
-            return [self.file(self.file_space + self.ICONS + slot).name]
+            return {self.file_space + self.ICONS + slot}
         if ns != 0 or self.is_redirect(slot):
-            return []
+            return set()
         rnd = random.Random(_mix(self.seed, 11, slot))
-        names = {self.file(self.file_space + k).name for k, p in enumerate(self.icon_p)
-                 if rnd.random() < p}
+        refs = {self.file_space + k for k, p in enumerate(self.icon_p) if rnd.random() < p}
         if rnd.random() < self.GALLERY:
             own = int(math.exp(rnd.uniform(math.log(100), math.log(600))))
         elif rnd.random() < self.NO_IMAGES:
@@ -177,10 +184,13 @@ class EnwikiShape:
                                                            self.OWN_SIGMA))))
         for _ in range(own):
             if rnd.random() < self.RED_LINK:
-                names.add(f"Missing {word(rnd.randrange(self.file_space), 5)}.jpg")
+                refs.add(-1 - rnd.randrange(self.file_space))
             else:
-                names.add(self.file(rnd.randrange(self.file_space)).name)
-        return sorted(names, key=lambda n: dbkey(n).encode())
+                refs.add(rnd.randrange(self.file_space))
+        return refs
+
+    def ref_name(self, ref: int) -> str:
+        return self.file(ref).name if ref >= 0 else red_link_name(-1 - ref)
 
     def page_id(self, ns: int, slot: int) -> int:
         return PAGE_ID_BASE[ns] + slot
@@ -189,10 +199,13 @@ class EnwikiShape:
 
     def file(self, fid: int) -> FileFacts:
         """File `fid`: article images below file_space, then icons, then user-page files."""
-        h = _mix(self.seed, 23, fid)
         if self.file_space <= fid < self.file_space + self.ICONS:
-            k = fid - self.file_space
-            return FileFacts(f"Flag of {word(k, 3)} {fid}.svg", "shared", "svg", fid)
+            k = fid - self.file_space  # about 5 of an article's 8 files: made once
+            if self._icons[k] is None:
+                self._icons[k] = FileFacts(f"Flag of {word(k, 3)} {fid}.svg", "shared", "svg",
+                                           fid)
+            return self._icons[k]
+        h = _mix(self.seed, 23, fid)
         u = (h & 0xFFFF) / 0x10000
         kind = "ogg" if u < self.OGG else "png" if u < self.OGG + self.PNG else "jpeg"
         ext = {"jpeg": "jpg", "png": "png", "ogg": "ogg"}[kind]
@@ -227,9 +240,17 @@ class EnwikiShape:
     def expected_state(self, name: str) -> str:
         """The ledger state a crawl must reach for a file an article uses."""
         fid = self.file_id(name)
-        if fid is None:
-            return "missing"
-        return "unsupported" if self.file(fid).kind == "ogg" else "hashed"
+        return "missing" if fid is None else self.file_state(self.file(fid))
+
+    @staticmethod
+    def file_state(facts: FileFacts) -> str:
+        """The ledger state a crawl must reach for an existing file an article uses."""
+        return "unsupported" if facts.kind == "ogg" else "hashed"
+
+
+def red_link_name(r: int) -> str:
+    """The name of red link r (0 <= r < file_space): a file that does not exist."""
+    return f"Missing {word(r, 5)}.jpg"
 
 
 # -- bytes ------------------------------------------------------------------------------------
