@@ -6,10 +6,11 @@ Into one directory:
    has the bktree extension installed;
 2. `hashes.sql`: plain SQL shaped exactly like the source tutorial's distribution: the extension,
    `CREATE TABLE hashes(id integer, hash bigint, url text)`, the rows of the `hashes` view
-   streamed through `COPY ... FROM stdin`, then the SP-GiST index; `psql DB < hashes.sql`.
-   The rows come in hash order, so that the rows of one hash (an icon's: up to hundreds of
-   thousands; a file's: each article using it) lie on adjacent pages of the restored table
-   and the index is built from sorted input;
+   streamed through `COPY ... FROM stdin`, then the multi-index hashing index (bktree's
+   `bktree_mih`, the one the ledger's view answers the tutorial's query with);
+   `psql DB < hashes.sql`. The rows come in hash order, so that the rows of one hash (an
+   icon's: up to hundreds of thousands; a file's: each article using it) lie on adjacent pages
+   of the restored table and the index is built from sorted input;
 3. `manifest.json`: exact row counts (as `_manifest` says), the wiki, the crawl time, the hash
    definition, schema version;
 4. `SHA256SUMS`: `sha256sum -c` format, over the three files above.
@@ -44,10 +45,11 @@ HASH_DEFINITION = (
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
                "/usr/lib/postgresql/17/bin")
 COPY_CHUNK = 1 << 20  # bytes per progress step while streaming COPY
-# The end of hashes.sql: the tutorial's index, built from rows in hash order (5x faster than
-# from id order at 28.6M rows). bktree 1.1's multi-index hashing, which the ledger's view uses,
-# answers `<@` faster but took 16.7 min over the ledger's 7.3M hashes (docs/benchmarks.md).
-INDEX_SQL = (b"CREATE INDEX hashes_hash_idx ON hashes USING spgist (hash bktree_ops);\n"
+# The end of hashes.sql: multi-index hashing, as the ledger's view. The tutorial's SP-GiST
+# BK-tree opens a share of its tree that grows with the rows (one per usage), not the distinct
+# hashes: at 30M rows r3 24 ms and r6 481 ms against 0.27 and 0.88 ms here; the build costs
+# 143 s of CPU against 125 s (docs/bktree-benchmarks.md, run 8). bktree_mih needs bktree 1.1.
+INDEX_SQL = (b"CREATE INDEX hashes_hash_idx ON hashes USING bktree_mih (hash);\n"
              b"ANALYZE hashes;\n")
 
 
@@ -196,7 +198,7 @@ def _hashes_sql(conn, target: Path, total: int, progress: Callable[[str], None])
     with partial.open("wb") as file:
         file.write(
             b"-- wikihash export: the source tutorial's hashes table.\n"
-            b"-- Load with: psql DBNAME < hashes.sql (needs the bktree extension installed)\n"
+            b"-- Load with: psql DBNAME < hashes.sql (needs the bktree extension, 1.1 or later)\n"
             b"-- url is the article title with underscores; hash is dhash as a signed int64.\n"
             b"SET client_encoding = 'UTF8';\n"
             b"CREATE EXTENSION IF NOT EXISTS bktree;\n"

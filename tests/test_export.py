@@ -61,7 +61,7 @@ def test_export_round_trip(crawled: Crawled, make_database, tmp_path):  # noqa: 
     assert "CREATE EXTENSION IF NOT EXISTS bktree;" in text
     assert "CREATE TABLE hashes(id integer, hash bigint, url text);" in text
     assert "COPY hashes (id, hash, url) FROM stdin;" in text
-    assert "USING spgist (hash bktree_ops)" in text
+    assert "USING bktree_mih (hash)" in text
     plain = make_database(extension=False)
     with (out / "hashes.sql").open("rb") as sql_file:
         subprocess.run(["psql", "--quiet", "-v", "ON_ERROR_STOP=1", plain], stdin=sql_file,

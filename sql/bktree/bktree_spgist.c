@@ -33,6 +33,7 @@
 #include "access/spgist.h"
 #include "access/stratnum.h"
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/memutils.h"
 
 #include "bktree.h"
@@ -42,6 +43,45 @@
 
 /* Scan keys decoded on the stack up to this many; more are palloc'd */
 #define LOCAL_KEYS	8
+
+/*
+ * Built with -DBKTREE_SPGIST_STATS, the backend counts what its scans visit,
+ * and bktree_spg_stats() returns and resets the counts (ops/bench/restored.py
+ * declares it when the library has it).  Off by default: no cost.
+ */
+#ifdef BKTREE_SPGIST_STATS
+enum
+{
+	STAT_INNER,					/* inner tuples visited */
+	STAT_INNER_ALLTHESAME,		/* of them, allTheSame */
+	STAT_NODES,					/* nodes followed */
+	STAT_LEAF,					/* leaf tuples visited */
+	STAT_LEAF_MATCH,			/* of them, matches */
+	STAT_COUNT
+};
+static int64 scanStats[STAT_COUNT];
+
+#define COUNT_STAT(which, n)	(scanStats[(which)] += (n))
+
+PG_FUNCTION_INFO_V1(bktree_spg_stats);
+Datum
+bktree_spg_stats(PG_FUNCTION_ARGS)
+{
+	Datum		values[STAT_COUNT];
+	int			i;
+
+	for (i = 0; i < STAT_COUNT; i++)
+	{
+		values[i] = Int64GetDatum(scanStats[i]);
+		scanStats[i] = 0;
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_array(values, STAT_COUNT, INT8OID,
+										  sizeof(int64), FLOAT8PASSBYVAL,
+										  TYPALIGN_DOUBLE));
+}
+#else
+#define COUNT_STAT(which, n)	((void) 0)
+#endif
 
 /*
  * Decode the scan keys into queries[] (nkeys entries).  <@ keys go through
@@ -301,6 +341,8 @@ bktree_spg_inner_consistent(PG_FUNCTION_ARGS)
 
 	Assert(in->hasPrefix);
 	vantage = DatumGetInt64(in->prefixDatum);
+	COUNT_STAT(STAT_INNER, 1);
+	COUNT_STAT(STAT_INNER_ALLTHESAME, in->allTheSame ? 1 : 0);
 
 	decodeScanKeys(fcinfo->flinfo, in->scankeys, in->nkeys, queries);
 	for (k = 0; k < in->nkeys; k++)
@@ -355,6 +397,7 @@ bktree_spg_inner_consistent(PG_FUNCTION_ARGS)
 		}
 		out->nodeNumbers[out->nNodes++] = i;
 	}
+	COUNT_STAT(STAT_NODES, out->nNodes);
 
 	PG_RETURN_VOID();
 }
@@ -370,6 +413,8 @@ bktree_spg_leaf_consistent(PG_FUNCTION_ARGS)
 	BkQuery    *queries = localQueries;
 	int			k;
 
+	COUNT_STAT(STAT_LEAF, 1);
+
 	/* all tests are exact */
 	out->recheck = false;
 	out->recheckDistances = false;
@@ -383,6 +428,7 @@ bktree_spg_leaf_consistent(PG_FUNCTION_ARGS)
 		if (bktreeDistance(value, queries[k].center) > queries[k].radius)
 			PG_RETURN_BOOL(false);	/* no need to consider remaining conditions */
 	}
+	COUNT_STAT(STAT_LEAF_MATCH, 1);
 
 	if (in->norderbys > 0)
 	{
