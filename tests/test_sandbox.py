@@ -140,20 +140,49 @@ def test_wikihash_hash_ends_a_cpu_bomb_with_its_reason(tmp_path):
     assert time.monotonic() - started < 2 * sandbox.DECODE_SECONDS + 10
 
 
-def _in_pool_child(data: bytes) -> str:
-    return sandbox.hash_bytes(data).hex
+# A billiard pool forked from this test process would inherit whatever earlier tests left in it
+# (kombu channels with exit finalizers that talk to Redis over inherited sockets: a pool child
+# hung at exit in the whole suite), so the pool runs in a fresh interpreter, as a worker's does.
+POOL = r"""
+import io, json, os, sys
+import billiard
+from PIL import Image
+from pipeline import imaging, sandbox
 
 
-def test_a_celery_pool_process_can_decode_in_the_sandbox():
-    """Celery's prefork children are daemonic: multiprocessing refuses them children."""
-    import billiard
+def children_after(data):
+    hexes = sandbox.hash_bytes(data).hex
+    pids = []
+    for task in os.listdir("/proc/self/task"):
+        pids += [int(p) for p in open(f"/proc/self/task/{task}/children").read().split()]
+    return hexes, pids
 
-    image = Image.effect_noise((64, 64), 40).convert("RGB")
+
+if __name__ == "__main__":
     out = io.BytesIO()
-    image.save(out, "PNG")
+    Image.effect_noise((64, 64), 40).convert("RGB").save(out, "PNG")
+    data = out.getvalue()
     with billiard.Pool(1) as pool:
-        assert pool.map(_in_pool_child, [out.getvalue()]) == [
-            imaging.hash_bytes(out.getvalue()).hex]
+        first, pids = pool.apply(children_after, (data,))
+        again, same = pool.apply(children_after, (data,))
+    print(json.dumps({"first": first, "again": again, "pids": pids, "same": same,
+                      "direct": imaging.hash_bytes(data).hex}), flush=True)
+"""
+
+
+def _run_pool(tmp_path: Path) -> dict:
+    script = tmp_path / "pool.py"
+    script.write_text(POOL)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_a_celery_pool_process_can_decode_in_the_sandbox(tmp_path):
+    """Celery's prefork children are daemonic: multiprocessing refuses them children."""
+    run = _run_pool(tmp_path)
+    assert run["first"] == run["again"] == run["direct"]
 
 
 # -- the decoder process: reused, limited per decode, replaced, never orphaned -------------------
@@ -363,19 +392,11 @@ def test_a_decoder_never_outlives_its_process(how):
     assert all(_gone(pid) for pid in pids), pids
 
 
-def _pool_decoders(data: bytes) -> tuple[str, list[int]]:
-    return sandbox.hash_bytes(data).hex, _decoders()
-
-
-def test_a_celery_pool_processs_decoder_ends_with_it():
-    import billiard
-
-    data = _png()
-    with billiard.Pool(1) as pool:
-        first, pids = pool.apply(_pool_decoders, (data,))
-        again, same = pool.apply(_pool_decoders, (data,))
-    assert first == again == imaging.hash_bytes(data).hex
-    assert pids and pids == same  # one decoder for both tasks of the pool process
+def test_a_celery_pool_processs_decoder_ends_with_it(tmp_path):
+    run = _run_pool(tmp_path)
+    assert run["first"] == run["again"] == run["direct"]
+    pids = run["pids"]
+    assert pids and pids == run["same"]  # one decoder for both tasks of the pool process
     assert all(_gone(pid) for pid in pids), pids
 
 
