@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import multiprocessing
+import multiprocessing.util
 import os
 import resource
 import threading
@@ -96,6 +97,10 @@ _worker: dict = {}  # per process: the shape, and the preload's connection
 
 
 def _init(shape: EnwikiShape, url: str | None) -> None:
+    # A forked process would run at its exit the finalizers its parent registered (kombu's
+    # channels give unacknowledged messages back to Redis over the parent's sockets: a chunk
+    # process forked from the test suite hung there); they are the parent's to run.
+    multiprocessing.util._finalizer_registry.clear()
     _worker["shape"] = shape
     if url is not None:
         conn = psycopg2.connect(url, application_name="scale-preload")
