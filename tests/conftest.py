@@ -77,6 +77,17 @@ def db_url(make_database: Callable[..., str]) -> str:
 
 
 @pytest.fixture
+def conn(db_url: str) -> Iterator:
+    """A connection to a fresh, migrated ledger (`db_url`), closed after the test."""
+    from pipeline import storage
+
+    storage.migrate(db_url)
+    conn = psycopg2.connect(db_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def corpus() -> Path:
     """The image corpus shipped in tests/data (images/ and MANIFEST.tsv with their licences)."""
     return CORPUS

@@ -4,7 +4,6 @@ it returns, whatever is in flight, and still sends every pending content, on tim
 from __future__ import annotations
 
 import psycopg2
-import pytest
 from fakewiki import FakeWikiServer
 
 from pipeline import ledger, storage
@@ -13,14 +12,6 @@ from pipeline.producer import Producer
 from pipeline.wiki import FileInfo, Wiki
 from tests.conftest import sql_rows
 from tests.test_producer import USER_AGENT, make_wiki
-
-
-@pytest.fixture
-def conn(db_url):
-    storage.migrate(db_url)
-    conn = psycopg2.connect(db_url)
-    yield conn
-    conn.close()
 
 
 def add_files(conn, n: int, *, first: int = 0) -> None:

@@ -8,14 +8,6 @@ from pipeline.ledger import Result
 from pipeline.wiki import Article, FileInfo
 
 
-@pytest.fixture
-def conn(db_url):
-    storage.migrate(db_url)
-    conn = psycopg2.connect(db_url)
-    yield conn
-    conn.close()
-
-
 def info(title, sha1, state="pending"):
     return FileInfo(title, state, sha1=sha1, url=f"http://127.0.0.1/{title}",
                     media_type="BITMAP")

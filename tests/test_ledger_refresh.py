@@ -1,19 +1,9 @@
 """`ledger.refresh_files`: the wiki's current facts reach files the ledger already knows."""
 
-import psycopg2
-import pytest
 
-from pipeline import ledger, storage
+from pipeline import ledger
 from pipeline.ledger import Result
 from pipeline.wiki import FileInfo
-
-
-@pytest.fixture
-def conn(db_url):
-    storage.migrate(db_url)
-    conn = psycopg2.connect(db_url)
-    yield conn
-    conn.close()
 
 
 def state(conn, title):

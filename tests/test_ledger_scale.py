@@ -1,18 +1,8 @@
 """The walk's ledger writes cost their batch, not the ledger (docs/scale.md, "What grew")."""
 
-import psycopg2
-import pytest
 
-from pipeline import ledger, storage
+from pipeline import ledger
 from pipeline.wiki import Article
-
-
-@pytest.fixture
-def conn(db_url):
-    storage.migrate(db_url)
-    conn = psycopg2.connect(db_url)
-    yield conn
-    conn.close()
 
 
 def scans_of_files(cur) -> int:

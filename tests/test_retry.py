@@ -9,7 +9,6 @@ from fakewiki import FakeWiki, FakeWikiServer, Faults
 from pipeline import ledger, retry
 from pipeline.ledger import Result
 from pipeline.wiki import FileInfo, Wiki
-from tests.test_ledger import conn  # noqa: F401 - the fixture: a migrated ledger
 from tests.test_ledger import info as downloadable
 from tests.wikis import generated_image
 
