@@ -199,6 +199,56 @@ class Proc:
             t.join(timeout=2)
 
 
+LEDGER_TABLES = ("pages", "files", "usages")
+Keys = tuple[list[tuple[str, str, str]], list[tuple[str, str]]]
+
+
+def drop_keys(cur, tables: Sequence[str] = LEDGER_TABLES) -> Keys:
+    """Before a bulk load: drop every index and key of `tables` (foreign keys first) and turn
+    off the user triggers of files and pages (the counters' statement triggers); return the
+    definitions for `rebuild_keys`."""
+    cur.execute("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+                " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
+                " AND contype IN ('p', 'u', 'f') AND conrelid::regclass::text = ANY(%s)"
+                " ORDER BY contype = 'f' DESC, conname", (list(tables),))
+    constraints = cur.fetchall()
+    cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+                " AND tablename = ANY(%s) AND indexname NOT IN (SELECT conname FROM"
+                " pg_constraint) ORDER BY indexname", (list(tables),))
+    indexes = cur.fetchall()
+    for table, name, _ in constraints:
+        cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        cur.execute(f'DROP INDEX "{name}"')
+    for table in ("files", "pages"):
+        cur.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+    return constraints, indexes
+
+
+def rebuild_keys(cur, keys: Keys, timings: dict | None = None) -> None:
+    """After the load: the keys, then the references, then each index (its seconds in
+    `timings` as build_NAME_s, when given); the triggers on again."""
+    constraints, indexes = keys
+    for table, name, definition in reversed(constraints):
+        cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    for name, definition in indexes:
+        began = time.perf_counter()
+        cur.execute(definition)
+        if timings is not None:
+            timings[f"build_{name}_s"] = time.perf_counter() - began
+    for table in ("files", "pages"):
+        cur.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+
+
+def recount_ledger(cur) -> None:
+    """The counters (migrations/005) the disabled triggers did not keep, counted once."""
+    cur.execute("TRUNCATE ledger_counts")
+    cur.execute("INSERT INTO ledger_counts (name, n, at) SELECT 'articles', count(*),"
+                " '-infinity' FROM pages")
+    cur.execute("INSERT INTO ledger_counts (name, n, at) SELECT state, count(*),"
+                " '-infinity' FROM files GROUP BY state")
+
+
 def children(pid: int) -> list[int]:
     found = []
     with contextlib.suppress(OSError):

@@ -55,7 +55,10 @@ from common import (
     ADMIN_URL,
     ROOT,
     admin,
+    drop_keys,
     machine_line,
+    rebuild_keys,
+    recount_ledger,
     scratch_database,
     server_line,
     side_by_side,
@@ -176,22 +179,7 @@ def load(url: str, usages: int) -> dict:
     out = {"pages": pages, "files": files, "usages": usages, "icon_usages": icon_total}
     with conn.cursor() as cur:
         cur.execute("SET maintenance_work_mem = '1GB'")
-        # Every index and constraint but the NOT NULLs, to rebuild after the load.
-        cur.execute("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
-                    " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
-                    " AND contype IN ('p', 'u', 'f') AND conrelid::regclass::text IN"
-                    " ('pages', 'files', 'usages') ORDER BY contype = 'f' DESC")
-        constraints = cur.fetchall()
-        cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
-                    " AND tablename IN ('pages', 'files', 'usages') AND indexname NOT IN"
-                    " (SELECT conname FROM pg_constraint)")
-        indexes = cur.fetchall()
-        for table, name, _ in constraints:
-            cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-        for name, _ in indexes:
-            cur.execute(f'DROP INDEX "{name}"')
-        cur.execute("ALTER TABLE files DISABLE TRIGGER USER")
-        cur.execute("ALTER TABLE pages DISABLE TRIGGER USER")
+        keys = drop_keys(cur)  # every index and key but the NOT NULLs
         began = time.perf_counter()
         cur.execute("BEGIN")
         cur.execute(LOAD, {"pages": pages, "files": files, "icon_top": icon_top,
@@ -199,19 +187,9 @@ def load(url: str, usages: int) -> dict:
         cur.execute("COMMIT")
         out["load_rows_s"] = time.perf_counter() - began
         began = time.perf_counter()
-        for table, name, definition in reversed(constraints):  # keys first, then references
-            cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-        for _, definition in indexes:
-            cur.execute(definition)
+        rebuild_keys(cur, keys)
         out["build_indexes_s"] = time.perf_counter() - began
-        cur.execute("ALTER TABLE files ENABLE TRIGGER USER")
-        cur.execute("ALTER TABLE pages ENABLE TRIGGER USER")
-        # The counters the disabled triggers did not keep.
-        cur.execute("TRUNCATE ledger_counts")
-        cur.execute("INSERT INTO ledger_counts (name, n, at) SELECT 'articles', count(*),"
-                    " '-infinity' FROM pages")
-        cur.execute("INSERT INTO ledger_counts (name, n, at) SELECT state, count(*),"
-                    " '-infinity' FROM files GROUP BY state")
+        recount_ledger(cur)
         began = time.perf_counter()
         cur.execute("VACUUM ANALYZE")
         out["vacuum_analyze_s"] = time.perf_counter() - began

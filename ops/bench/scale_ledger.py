@@ -30,6 +30,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 
 import psycopg2
+from common import drop_keys, rebuild_keys
 
 from pipeline import ledger
 from tests.fakewiki.enwiki import EnwikiShape, FileFacts, file_bytes
@@ -207,19 +208,12 @@ def preload(url: str, shape: EnwikiShape, articles: int, processes: int | None =
     try:
         with conn.cursor() as cur:
             cur.execute("SET maintenance_work_mem = '512MB'")
-            constraints, indexes = _drop_keys(cur)
-            for table in ("files", "pages"):  # the counters' statement triggers
-                cur.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            keys = drop_keys(cur, TABLES)
             states, last_file, worker_rss = _load_rows(cur, url, shape, articles, processes)
             out["rows_s"] = round(time.perf_counter() - began, 1)
             began_keys = time.perf_counter()
-            for table, name, definition in reversed(constraints):  # keys, then references
-                cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-            for _, definition in indexes:
-                cur.execute(definition)
+            rebuild_keys(cur, keys)
             out["keys_s"] = round(time.perf_counter() - began_keys, 1)
-            for table in ("files", "pages"):
-                cur.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
             cur.execute("SELECT setval(pg_get_serial_sequence('files', 'file_id'), %s)",
                         (last_file + 1,))
             cur.execute("INSERT INTO ledger_counts (name, n, at) VALUES ('articles', %s,"
@@ -245,25 +239,6 @@ def preload(url: str, shape: EnwikiShape, articles: int, processes: int | None =
                 "peak_rss_mb": {"parent": round(_max_rss_mb(), 1),
                                 "generators": round(worker_rss, 1)}})
     return out
-
-
-def _drop_keys(cur) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
-    """Drop every index and key of pages, files and usages (foreign keys first); return their
-    definitions, to be rebuilt after the load."""
-    cur.execute("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
-                " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
-                " AND contype IN ('p', 'u', 'f') AND conrelid::regclass::text = ANY(%s)"
-                " ORDER BY contype = 'f' DESC, conname", (list(TABLES),))
-    constraints = cur.fetchall()
-    cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
-                " AND tablename = ANY(%s) AND indexname NOT IN (SELECT conname FROM"
-                " pg_constraint) ORDER BY indexname", (list(TABLES),))
-    indexes = cur.fetchall()
-    for table, name, _ in constraints:
-        cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-    for name, _ in indexes:
-        cur.execute(f'DROP INDEX "{name}"')
-    return constraints, indexes
 
 
 def _load_rows(cur, url: str, shape: EnwikiShape, articles: int,

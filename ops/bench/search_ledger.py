@@ -35,7 +35,15 @@ from collections.abc import Iterator
 
 import ledger as ledger_bench  # ops/bench/ledger.py: the ledger's files rows
 import psycopg2
-from common import ADMIN_URL, machine_line, scratch_database, server_line
+from common import (
+    ADMIN_URL,
+    drop_keys,
+    machine_line,
+    rebuild_keys,
+    recount_ledger,
+    scratch_database,
+    server_line,
+)
 
 from pipeline import search, variants
 
@@ -62,21 +70,7 @@ def load(url: str, files: int) -> dict:
     conn.autocommit = True
     out: dict = {"files": files}
     with conn.cursor() as cur:
-        cur.execute("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
-                    " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
-                    " AND contype IN ('p', 'u', 'f') AND conrelid::regclass::text IN"
-                    " ('pages', 'files', 'usages') ORDER BY contype = 'f' DESC")
-        constraints = cur.fetchall()
-        cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
-                    " AND tablename IN ('pages', 'files', 'usages') AND indexname NOT IN"
-                    " (SELECT conname FROM pg_constraint)")
-        indexes = cur.fetchall()
-        for table, name, _ in constraints:
-            cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-        for name, _ in indexes:
-            cur.execute(f'DROP INDEX "{name}"')
-        cur.execute("ALTER TABLE files DISABLE TRIGGER USER")
-        cur.execute("ALTER TABLE pages DISABLE TRIGGER USER")
+        keys = drop_keys(cur)
         began = time.perf_counter()
         cur.execute("BEGIN")
         cur.execute("SET LOCAL synchronous_commit = off")
@@ -84,19 +78,8 @@ def load(url: str, files: int) -> dict:
         cur.execute(REST_SQL, {"files": files, "pages": max(1, files // 4)})
         cur.execute("COMMIT")
         out["load_rows_s"] = time.perf_counter() - began
-        for table, name, definition in reversed(constraints):
-            cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-        for name, definition in indexes:
-            began = time.perf_counter()
-            cur.execute(definition)
-            out[f"build_{name}_s"] = time.perf_counter() - began
-        cur.execute("ALTER TABLE files ENABLE TRIGGER USER")
-        cur.execute("ALTER TABLE pages ENABLE TRIGGER USER")
-        cur.execute("TRUNCATE ledger_counts")
-        cur.execute("INSERT INTO ledger_counts (name, n, at) SELECT 'articles', count(*),"
-                    " '-infinity' FROM pages")
-        cur.execute("INSERT INTO ledger_counts (name, n, at) SELECT state, count(*),"
-                    " '-infinity' FROM files GROUP BY state")
+        rebuild_keys(cur, keys, out)
+        recount_ledger(cur)
         cur.execute("VACUUM ANALYZE")
         cur.execute("SELECT count(DISTINCT dhash), pg_relation_size(%s::regclass)"
                     " FROM files", (MIH,))
