@@ -22,6 +22,7 @@ from PIL import Image
 
 from pipeline import imaging, sandbox, variants
 from pipeline.errors import Corrupt, TooLarge
+from tests.processes import gone
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY_MEMORY = 600 * 1024 * 1024  # bytes of address space for a whole query-path process
@@ -204,19 +205,6 @@ def _decoders(pid: int | None = None) -> list[int]:
     return found
 
 
-def _gone(pid: int, within: float = 10.0) -> bool:
-    until = time.monotonic() + within
-    while time.monotonic() < until:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":  # exited; its parent has not reaped it yet
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _png(seed: int = 40, size: tuple[int, int] = (64, 64)) -> bytes:
     out = io.BytesIO()
     Image.effect_noise(size, seed).convert("RGB").save(out, "PNG")
@@ -305,7 +293,7 @@ def test_a_cpu_bomb_ends_its_decoder_and_the_next_decode_gets_a_new_one(fresh):
     with pytest.raises(TooLarge) as caught:
         sandbox.run(_burn, 60.0, seconds=1)
     assert "longer than 1 s" in caught.value.reason
-    assert _gone(first)
+    assert gone(first)
     assert sandbox.hash_bytes(data) == imaging.hash_bytes(data)
     assert _decoders() and first not in _decoders()
 
@@ -332,7 +320,7 @@ def test_a_memory_bomb_retires_its_decoder(fresh):
     with pytest.raises(TooLarge) as caught:
         sandbox.run(bytearray, 2 * 1024**3, memory=128 * 1024 * 1024)
     assert "out of memory (128 MB cap)" in caught.value.reason
-    assert _gone(first)  # MemoryError may leave a decoder unsound: it is not reused
+    assert gone(first)  # MemoryError may leave a decoder unsound: it is not reused
     assert sandbox.run(len, b"ab") == 2
 
 
@@ -389,7 +377,7 @@ def test_a_decoder_never_outlives_its_process(how):
     if how == "sigkill":
         proc.kill()
     proc.wait(timeout=30)
-    assert all(_gone(pid) for pid in pids), pids
+    assert all(gone(pid) for pid in pids), pids
 
 
 def test_a_celery_pool_processs_decoder_ends_with_it(tmp_path):
@@ -397,7 +385,7 @@ def test_a_celery_pool_processs_decoder_ends_with_it(tmp_path):
     assert run["first"] == run["again"] == run["direct"]
     pids = run["pids"]
     assert pids and pids == run["same"]  # one decoder for both tasks of the pool process
-    assert all(_gone(pid) for pid in pids), pids
+    assert all(gone(pid) for pid in pids), pids
 
 
 def _open_fds() -> list[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from wikis import generated_image
 
 from tests.conftest import sql_rows
 from tests.e2e.conftest import stop
+from tests.processes import gone
 
 pytestmark = pytest.mark.slow
 
@@ -46,19 +46,6 @@ def _decoders(worker: int) -> dict[int, int]:
             if _comm(d) == "wikihash-decode"}
 
 
-def _gone(pid: int, within: float = 20.0) -> bool:
-    until = time.monotonic() + within
-    while time.monotonic() < until:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _crawl(env, db_url: str) -> None:
     result = env.wikihash("crawl", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,7 +71,7 @@ def test_a_workers_decoders_serve_the_crawl_and_end_with_it(db_url, crawl_env):
             # A pool process killed outright: its decoder goes with it.
             victim, pool = next(iter(decoders.items()))
             os.kill(pool, signal.SIGKILL)
-            assert _gone(victim), f"decoder {victim} outlived its pool process {pool}"
+            assert gone(victim, within=20.0), f"decoder {victim} outlived its pool process {pool}"
         finally:
             stop(worker)
-    assert all(_gone(pid) for pid in decoders), decoders
+    assert all(gone(pid, within=20.0) for pid in decoders), decoders
