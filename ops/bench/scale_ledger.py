@@ -1,6 +1,6 @@
 """The scale benchmark's ledger work: preload the first articles (`preload`), and check a
 ledger against the generator's truth (`compare_with_truth`). Both generate in processes
-(`processes`, forked), a chunk of articles at a time, and neither holds a set of titles: the
+(`processes`, spawned), a chunk of articles at a time, and neither holds a set of titles: the
 preload's only state across chunks is a bitmap of the file ids already written (one bit per
 id, 0.6 MB at 1M articles), the truth check's a digest per chunk.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import multiprocessing
-import multiprocessing.util
 import os
 import resource
 import threading
@@ -95,13 +94,14 @@ def reset_peak_rss() -> None:
 # -- work in the forked processes ----------------------------------------------------------------
 
 _worker: dict = {}  # per process: the shape, and the preload's connection
+# The processes start as fresh interpreters, not forks: a fork runs its parent's after-fork
+# hooks, and kombu's close the parent's Redis channels over the inherited sockets (forked from
+# the test suite, whose earlier tests left a Celery app's pool behind, each chunk process hung
+# in a BRPOP read before its first chunk). What they need is the shape and the URL.
+START = "spawn"
 
 
 def _init(shape: EnwikiShape, url: str | None) -> None:
-    # A forked process would run at its exit the finalizers its parent registered (kombu's
-    # channels give unacknowledged messages back to Redis over the parent's sockets: a chunk
-    # process forked from the test suite hung there); they are the parent's to run.
-    multiprocessing.util._finalizer_registry.clear()
     _worker["shape"] = shape
     if url is not None:
         conn = psycopg2.connect(url, application_name="scale-preload")
@@ -166,12 +166,14 @@ def page_line(shape: EnwikiShape, slot: int) -> str:
     return f"{shape.page_id(0, slot)}\t{shape.title(0, slot)}" + "".join(files)
 
 
-def _truth_chunk(c: int) -> tuple[int, int, str, float]:
-    """(chunk, articles in it, md5 of its pages' lines joined by newlines, peak RSS)."""
+def _truth_chunk(task: tuple[int, int]) -> tuple[int, int, str, float]:
+    """Task (chunk c, its size): (c, articles in it, md5 of its pages' lines joined by
+    newlines, peak RSS). The size comes with the task: a spawned process has its own CHUNK."""
+    c, chunk = task
     shape: EnwikiShape = _worker["shape"]
     digest = hashlib.md5()
     count = 0
-    for slot in range(c * CHUNK, min((c + 1) * CHUNK, shape.slots)):
+    for slot in range(c * chunk, min((c + 1) * chunk, shape.slots)):
         if shape.is_redirect(slot):
             continue
         digest.update((b"\n" if count else b"") + page_line(shape, slot).encode())
@@ -259,7 +261,7 @@ def _load_rows(cur, url: str, shape: EnwikiShape, articles: int,
         buffer.truncate()
 
     tasks = ((k, min(k + CHUNK, articles)) for k in range(0, articles, CHUNK))
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(START)
     with ctx.Pool(processes, initializer=_init, initargs=(shape, url)) as pool:
         for rows, rss in _bounded(pool, _preload_chunk, tasks, 2 * processes):
             worker_rss = max(worker_rss, rss)
@@ -324,11 +326,12 @@ def compare_with_truth(url: str, shape: EnwikiShape, processes: int | None = Non
     truth_digests: dict[int, tuple[int, str]] = {}
     worker_rss = 0.0
     chunks = (shape.slots + CHUNK - 1) // CHUNK
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(START)
     with ctx.Pool(processes, initializer=_init, initargs=(shape, None)) as pool:
-        thread = threading.Thread(target=digest_ledger)  # after the fork
+        thread = threading.Thread(target=digest_ledger)  # once the pool has started
         thread.start()
-        for c, n, md5, rss in pool.imap_unordered(_truth_chunk, range(chunks)):
+        tasks = ((c, CHUNK) for c in range(chunks))
+        for c, n, md5, rss in pool.imap_unordered(_truth_chunk, tasks):
             truth_digests[c] = (n, md5)
             worker_rss = max(worker_rss, rss)
     thread.join()
