@@ -142,8 +142,9 @@ def test_wikihash_hash_ends_a_cpu_bomb_with_its_reason(tmp_path):
 
 
 # A billiard pool forked from this test process would inherit whatever earlier tests left in it
-# (kombu channels with exit finalizers that talk to Redis over inherited sockets: a pool child
-# hung at exit in the whole suite), so the pool runs in a fresh interpreter, as a worker's does.
+# (a Celery app's kombu pool, which kombu's after-fork hook closes in the child over inherited
+# Redis sockets: in the whole suite a pool child hung in that read), so the pool runs in a fresh
+# interpreter, as a worker's does.
 POOL = r"""
 import io, json, os, sys
 import billiard
